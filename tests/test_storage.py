@@ -3769,3 +3769,56 @@ async def test_an_unsubscribe_link_suppresses_for_its_agent_once_and_goes_with_i
     assert await storage.find_unsubscribe_token("link-bot") is None
     await storage.add_agent(make_agent(alice, "bot@agents.test"))
     assert await storage.suppressed_among(alice, "bot@agents.test", recipients) == []
+
+
+async def test_a_scheduled_send_waits_for_its_time_and_the_trash_pauses_it(
+    storage: Storage, storage_url: str
+) -> None:
+    """Scheduled sending (beta): a scheduled message's send job is due at its `scheduled_at`,
+    also once a held one is approved; the trash takes the job away while its submission has
+    not started (a message, or its agent), and a restore re-arms it before its time or fails
+    it, its send canceled, at or after it."""
+    alice = await add_user(storage)
+    bot = "bot@agents.test"
+    await storage.add_agent(make_agent(alice, bot))
+    trashed_at = parse_timestamp(NOW).timestamp()
+    far, near = time.time() + 3600, trashed_at + 60  # `near`: ahead at NOW, past by now
+    for message_id, status, at in (
+        ("msg_far", "queued", far),
+        ("msg_near", "queued", near),
+        ("msg_held", "pending_approval", far),
+        ("msg_now", "queued", None),
+    ):
+        message = make_outbound(alice, bot, message_id, status, far + 60 if at == far else None)
+        await storage.add_outbound(replace(message, scheduled_at=at))
+    assert (await storage.get_outbound(alice, "msg_far")).scheduled_at == far  # type: ignore[union-attr]
+    due = await storage.claim_jobs("outbound", near - 1, 10, 60)
+    assert [job.message_id for job in due] == ["msg_now"]
+    await storage.release_jobs([job.id for job in due])
+    await storage.review_outbound(alice, "msg_held", True, None, None, 200.0)
+    outbound_jobs = "SELECT message_id, run_at FROM jobs WHERE kind = 'outbound' ORDER BY id"
+    assert dict(query(storage_url, outbound_jobs))["msg_held"] == far
+
+    for message_id in ("msg_far", "msg_near"):
+        await storage.trash_message(alice, bot, message_id, NOW)
+        filed = await storage.filed_message(alice, bot, message_id, mark_read=False)
+        assert filed is not None and filed.deleted_at == NOW and filed.scheduled_at is not None
+    assert {row[0] for row in query(storage_url, outbound_jobs)} == {"msg_held", "msg_now"}
+    for message_id in ("msg_far", "msg_near"):
+        await storage.restore_message(alice, bot, message_id)
+    assert dict(query(storage_url, outbound_jobs))["msg_far"] == far
+    canceled = await storage.get_outbound(alice, "msg_near")
+    assert canceled is not None and canceled.status == "failed"
+    assert canceled.send_error is not None and "canceled" in canceled.send_error
+    assert "msg_near" not in dict(query(storage_url, outbound_jobs))
+
+    await storage.trash_agent(alice, bot, NOW)  # msg_far and msg_held paused, msg_now canceled
+    assert query(storage_url, outbound_jobs) == []
+    await storage.restore_agent(alice, bot, now=far - 10)
+    assert dict(query(storage_url, outbound_jobs)) == {"msg_far": far, "msg_held": far}
+    await storage.trash_agent(alice, bot, NOW)
+    await storage.restore_agent(alice, bot, now=far)
+    assert query(storage_url, outbound_jobs) == []
+    for message_id in ("msg_far", "msg_held"):
+        gone = await storage.get_outbound(alice, message_id)
+        assert gone is not None and gone.status == "failed", message_id

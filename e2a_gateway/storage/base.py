@@ -528,6 +528,9 @@ class OutboundMessage:
     (`accepted`, `refused: …`, `bounced: <the report's diagnostic>`, …); empty before."""
     unsubscribe: str | None = None
     """The managed unsubscribe the message was sent with (`managed`), or None."""
+    scheduled_at: float | None = None
+    """The instant a future `send_at` scheduled the send for (epoch seconds; kept once sent);
+    None for mail sent at once. Its send job is not due before it (beta, docs/api.md)."""
 
 
 @dataclass(frozen=True)
@@ -704,6 +707,8 @@ class FiledMessage:
     mail its agent's gate held for review, its release)."""
     review_method: str | None = None
     """How the review of mail sent was decided (`expiry`: at its deadline), when one was."""
+    scheduled_at: float | None = None
+    """The instant mail sent with a future `send_at` was scheduled for (epoch seconds)."""
 
 
 @dataclass(frozen=True)

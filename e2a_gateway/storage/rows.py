@@ -76,7 +76,7 @@ OUTBOUND_COLUMNS = (
     "attachments_json, conversation_id, in_reply_to, references_json, rfc_message_id, status, "
     "approval_expires_at, created_at, created_epoch, reviewed_at, rejection_reason, method, "
     "edited, send_error, sent_at, reply_to, reviewed_by, review_method, flag_reason, "
-    "auth_results_json, unsubscribe"
+    "auth_results_json, unsubscribe, scheduled_at"
 )
 OUTBOUND_SUMMARY_COLUMNS = (
     "m.id, m.seq, m.agent_email, m.to_json, m.cc_json, m.bcc_json, m.subject, m.status, "
@@ -247,6 +247,7 @@ def decode_outbound(row: Sequence[Any]) -> OutboundMessage:
         flag_reason=row[28],
         recipient_results=recipient_results(row[29]),
         unsubscribe=row[30],
+        scheduled_at=row[31],
     )
 
 
@@ -542,7 +543,7 @@ OUTBOUND_INSERT_COLUMNS = (
     "references_json, rfc_message_id, status, auth_headers_json, "
     "auth_results_json, kind, body_text, body_html, attachments_json, "
     "approval_expires_at, method, received_at, created_at, created_epoch, reply_to, flag_reason, "
-    "unsubscribe"
+    "unsubscribe, scheduled_at"
 )
 
 
@@ -577,6 +578,7 @@ def outbound_params(message: OutboundMessage) -> tuple[Any, ...]:
         message.reply_to,
         message.flag_reason,
         message.unsubscribe,
+        message.scheduled_at,
     )
 
 
@@ -770,6 +772,12 @@ def bounced_result(result: str) -> bool:
     )
 
 
+SCHEDULE_CANCELED_ERROR = (
+    "submission canceled: the scheduled message was in the trash at its scheduled time; "
+    "restoring it does not send it"
+)
+"""The error of a scheduled message (or its agent) restored from the trash at or after its
+`scheduled_at`: it returns failed, its send canceled (e2a's rule)."""
 AGENT_DELETED_ERROR = (
     f"{AGENT_DELETED}: the sending agent was moved to the trash before this message was sent; "
     "restoring the agent does not send it"

@@ -23,7 +23,7 @@ from e2a_gateway.storage.base import (
 from e2a_gateway.storage.rows import AGENT_COLUMNS, agent_assignments, agent_params, decode_agent
 from e2a_gateway.storage.sql.erasure import announce_erased_mail
 from e2a_gateway.storage.sql.jobs import add_job
-from e2a_gateway.storage.sql.outbound import cancel_sends_in
+from e2a_gateway.storage.sql.outbound import cancel_sends_in, rearm_scheduled
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import (
@@ -267,6 +267,7 @@ class AgentsSql(Runner):
             _resume_reviews(tx, email, paused)
             _notify_again(tx, email, moment)
             _resume_deliveries(tx, email, paused)
+            rearm_scheduled(tx, "m.agent_email = ?", (email,), moment)
             found = agent_row(tx, user_id, email)
             return decode_agent(found) if found else None
 

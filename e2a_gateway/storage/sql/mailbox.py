@@ -8,9 +8,11 @@ so a message of another user's agent is simply not found.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
+from e2a_gateway.clock import parse_timestamp
 from e2a_gateway.storage.base import (
     ConversationSummary,
     FiledMessage,
@@ -19,6 +21,7 @@ from e2a_gateway.storage.base import (
 )
 from e2a_gateway.storage.sql.agent_order import page_in_order
 from e2a_gateway.storage.sql.dialect import Dialect
+from e2a_gateway.storage.sql.outbound import agent_trashed, pause_scheduled, rearm_scheduled
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import (
@@ -37,7 +40,7 @@ FILED_COLUMNS = (
     "m.delivery_status, m.auth_results_json, m.created_at, m.deleted_at, "
     "(SELECT length(r.raw) FROM raw_messages r WHERE r.digest = m.raw_digest), "
     "m.method, m.send_error, m.sent_at, m.reviewed_at, m.complained_at, m.bcc_json, "
-    "m.flag_reason, m.received_at, m.review_method"
+    "m.flag_reason, m.received_at, m.review_method, m.scheduled_at"
 )
 """Columns of `messages m` for a FiledMessage (its labels are read apart)."""
 OF_AGENT = "m.user_id = ? AND m.agent_email = ? AND m.hold IS NULL"
@@ -109,6 +112,7 @@ def _decode(row: Sequence[Any], labels: list[str]) -> FiledMessage:
         flag_reason=row[24],
         received_at=row[25] if row[2] == INBOUND else None,
         review_method=row[26],
+        scheduled_at=row[27],
     )
 
 
@@ -273,9 +277,14 @@ class MailboxSql(Runner):
             tx.lock_row("messages", "id", message_id)
             before = _one(tx, scope)
             if before is not None and before.deleted_at is None:
+                # scheduled mail whose submission has not started goes, its send job with it
+                paused = before.scheduled_at is not None and pause_scheduled(
+                    tx, "m.id = ?", (message_id,), parse_timestamp(now).timestamp()
+                )
                 tx.execute(
-                    f"UPDATE messages SET deleted_at = ? WHERE user_id = ? AND agent_email = ? "
-                    f"AND id = ? AND deleted_at IS NULL AND hold IS NULL AND NOT ({UNSETTLED})",
+                    "UPDATE messages SET deleted_at = ? WHERE user_id = ? AND agent_email = ? "
+                    "AND id = ? AND deleted_at IS NULL AND hold IS NULL"
+                    + ("" if paused else f" AND NOT ({UNSETTLED})"),
                     (now, *scope),
                 )
             return before
@@ -296,6 +305,10 @@ class MailboxSql(Runner):
                 "AND id = ? AND deleted_at IS NOT NULL",
                 scope,
             )
+            scheduled = before is not None and before.scheduled_at is not None
+            # a scheduled message of an agent in the trash is re-armed by the agent's restore
+            if scheduled and before and before.deleted_at and not agent_trashed(tx, agent_email):
+                rearm_scheduled(tx, "m.id = ?", (message_id,), time.time())
             return before
 
         return await self._write(restore)

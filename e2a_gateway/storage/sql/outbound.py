@@ -54,6 +54,7 @@ from e2a_gateway.storage.rows import (
     RECIPIENT_BOUNCED_PREFIX,
     RECIPIENT_LOCAL_PREFIX,
     RECIPIENT_RESULTS,
+    SCHEDULE_CANCELED_ERROR,
     bounced_result,
     decode_outbound,
     decode_outbound_summary,
@@ -162,7 +163,7 @@ def _expire(tx: Transaction, now: float) -> list[OutboundMessage]:
                     f"review_method = '{REVIEW_BY_EXPIRY}' WHERE id = ?",
                     (reviewed_at, message_id),
                 )
-                add_job(tx, OUTBOUND_JOB, message_id, now)
+                add_job(tx, OUTBOUND_JOB, message_id, send_due(_reread(tx, message_id), now))
                 continue
         tx.execute(
             f"UPDATE messages SET status = '{EXPIRED_REJECTED}', reviewed_at = ?, "
@@ -219,7 +220,7 @@ def review_in(
             f"review_method = ?, edited = ?{columns} WHERE id = ?",
             (*reviewed, bool(changes), *changes.values(), message_id),
         )
-        add_job(tx, OUTBOUND_JOB, message_id, now)
+        add_job(tx, OUTBOUND_JOB, message_id, send_due(message, now))
     else:
         tx.execute(
             f"UPDATE messages SET status = '{REJECTED}', reviewed_at = ?, reviewed_by = ?, "
@@ -471,12 +472,64 @@ def _add_unsettled(
     return fresh
 
 
+def send_due(message: OutboundMessage, now: float) -> float:
+    """When the send job of `message`, queued at `now`, is due: at its `scheduled_at` while
+    that is ahead (a scheduled send, beta), else at once."""
+    return max(now, message.scheduled_at) if message.scheduled_at is not None else now
+
+
+PAUSABLE_SENDS = (
+    "SELECT j.id, m.id FROM jobs j JOIN messages m ON m.id = j.message_id "
+    f"WHERE j.kind = '{OUTBOUND_JOB}' AND m.direction = '{OUTBOUND}' AND m.sent_at IS NULL "
+    f"AND m.status IN ('{QUEUED}', '{EXPIRED_APPROVED}') AND m.scheduled_at > ? "
+    "AND j.attempts = 0 AND (j.locked_until IS NULL OR j.locked_until < ?)"
+)
+"""Send jobs of scheduled mail not yet handed on whose submission has not started (its time
+ahead, never attempted, held by no worker now): the trash takes such a job away."""
+
+
+def pause_scheduled(tx: Transaction, where: str, params: Sequence[Any], now: float) -> list[str]:
+    """Inside `tx`: take away the send jobs of the scheduled mail `where` (a condition on
+    `messages m`) whose submission has not started (PAUSABLE_SENDS), for the trash; the ids of
+    the messages paused."""
+    due = tx.all(
+        f"{PAUSABLE_SENDS} AND {where}{tx.dialect.for_update(of='j')}",
+        (now, lease_time(tx, now), *params),
+    )
+    for job_id, _ in due:
+        tx.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+    return [message_id for _, message_id in due]
+
+
+def rearm_scheduled(tx: Transaction, where: str, params: Sequence[Any], now: float) -> None:
+    """Inside `tx`: for the live scheduled mail `where` (a condition on `messages m`) that the
+    trash paused (queued, never handed on, no send job), back from the trash at `now`: due
+    again at its `scheduled_at` while that is ahead, else failed, its send canceled (e2a's
+    rule), with its events."""
+    paused = tx.all(
+        f"SELECT m.id, m.scheduled_at, m.method FROM messages m WHERE m.direction = '{OUTBOUND}' "
+        f"AND m.sent_at IS NULL AND m.status IN ('{QUEUED}', '{EXPIRED_APPROVED}') "
+        "AND m.scheduled_at IS NOT NULL AND m.deleted_at IS NULL AND NOT EXISTS "
+        f"(SELECT 1 FROM jobs j WHERE j.kind = '{OUTBOUND_JOB}' AND j.message_id = m.id) "
+        f"AND {where} ORDER BY m.seq",
+        tuple(params),
+    )
+    for message_id, scheduled_at, method in paused:
+        job_id = add_job(tx, OUTBOUND_JOB, message_id, max(now, scheduled_at))
+        if scheduled_at <= now:
+            attempt = SendAttempt(
+                job_id, message_id, "failed", method or "smtp", SCHEDULE_CANCELED_ERROR, None
+            )
+            _finish(tx, replace(attempt, now=now))
+
+
 def cancel_sends_in(tx: Transaction, agent_email: str, now: float) -> int:
     """Inside `tx` (the agent going to the trash): cancel the agent's mail still to be handed
     on whose send job no worker holds now, as `agent_deleted` with its events. A recipient a
     retry already reached keeps it (the message is then `sent`, the rest named in the error);
     a job a worker holds is left to it, and its next attempt is failed the same way. How many
     were cancelled."""
+    pause_scheduled(tx, "m.agent_email = ?", (agent_email,), now)
     due = tx.all(
         "SELECT j.id, m.id FROM jobs j JOIN messages m ON m.id = j.message_id "
         f"WHERE j.kind = '{OUTBOUND_JOB}' AND m.agent_email = ? AND m.direction = '{OUTBOUND}' "
@@ -585,11 +638,13 @@ class OutboundSql(Runner):
             tx.execute(
                 f"INSERT INTO messages ({OUTBOUND_INSERT_COLUMNS}) VALUES "
                 f"(?, ?, ?, '{OUTBOUND}', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{{}}', '{{}}', "
-                "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 outbound_params(message),
             )
             job_kind = outbound_job_kind(message)
-            if job_kind is not None:
+            if job_kind == OUTBOUND_JOB:
+                add_job(tx, job_kind, message.id, send_due(message, message.created_epoch))
+            elif job_kind is not None:
                 add_job(tx, job_kind, message.id, message.created_epoch)
             if message.status == PENDING_APPROVAL:
                 record_events(
