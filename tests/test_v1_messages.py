@@ -10,6 +10,7 @@ import base64
 import email.policy
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from functools import partial
 from pathlib import Path
@@ -64,6 +65,7 @@ async def test_send_reply_forward_with_idempotency_keys(
     await hitl_on(alice, held)
     url = running.addresses.http_url
     hello = {"to": [pal], "cc": [], "subject": "Hello pal", "text": "Hi pal.\nSecond line."}
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()  # scheduled sending (beta)
     steps: list[dict[str, Any]] = [
         {
             "do": "messages.send",
@@ -117,7 +119,7 @@ async def test_send_reply_forward_with_idempotency_keys(
             "do": "messages.send",
             "args": [
                 bot,
-                {"to": [pal], "subject": "Later", "text": "x", "send_at": "2030-01-01T00:00:00Z"},
+                {"to": [pal], "subject": "Later", "text": "x", "send_at": later},
             ],
         },
         {"do": "messages.send", "args": [bot, {"to": [pal], "subject": "No wait", "text": "x"}]},
@@ -149,8 +151,11 @@ async def test_send_reply_forward_with_idempotency_keys(
     assert subjects == ["Hello pal", "Fwd: Re: Hello pal", "Re: Hello pal"]
     pending = value(made[12], "SendResultView")
     assert pending["status"] == "pending_review" and "approval_expires_at" in pending
-    refused = error(made[13], "E2AValidationError", "invalid_request", 422)
-    assert refused["details"]["fields"][0]["location"] == "body.send_at"
+    scheduled = value(made[13], "SendResultView")
+    assert scheduled["status"] == "scheduled"
+    assert abs(
+        datetime.fromisoformat(scheduled["scheduled_at"]) - datetime.fromisoformat(later)
+    ) < (timedelta(seconds=1))
     assert value(made[14], "SendResultView")["status"] in ("accepted", "sent")
 
     forwarded = await alice.http.get(v1_path(pal), params={"subject_contains": "fwd:"})

@@ -299,6 +299,12 @@ async def trash(gateway: Gateway, caller: Caller, email: str, message_id: str) -
             f"message {message_id} is held for review; approve or reject it first",
         )
     if before.sent_at is None and before.status in lifecycle.AWAITING_HAND_OFF:
+        if before.scheduled_at is not None:  # scheduled, not yet being sent: trashed with its job
+            after = await gateway.storage.filed_message(
+                caller.user_id, agent.email, message_id, mark_read=False
+            )
+            if after is not None and after.deleted_at is not None:
+                return
         raise Conflict(
             "send_in_progress",
             f"message {message_id} is still being sent; delete it once it is sent or failed",
@@ -335,6 +341,13 @@ async def restore(gateway: Gateway, caller: Caller, email: str, message_id: str)
     if before.deleted_at is None:
         raise Conflict("not_in_trash", f"message {message_id} is not in the trash")
     filed = replace(before, deleted_at=None)
+    if filed.scheduled_at is not None:  # re-armed, or failed as canceled past its time
+        filed = (
+            await gateway.storage.filed_message(
+                caller.user_id, agent.email, message_id, mark_read=False
+            )
+            or filed
+        )
     if filed.direction == "outbound":
         outbound = await gateway.storage.get_outbound(caller.user_id, message_id)
         return OpenedMessage(filed, None, outbound)

@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from html import escape
 from typing import Any, Literal, Protocol, TypedDict
 
@@ -453,8 +454,10 @@ async def _new_message(
     references: list[str] | None = None,
     reply_to: str | None = None,
     unsubscribe: str | None = None,
+    send_at: str | None = None,
 ) -> OutboundMessage:
     now = time.time()
+    scheduled_at = scheduled_instant(send_at, agent.email, [*to, *cc, *bcc], now)
     await _refuse_suppressed(gateway, agent, [*to, *cc, *bcc])
     verdict = outbound_verdict(agent, [*to, *cc, *bcc])
     if verdict.outcome == "block":
@@ -500,7 +503,45 @@ async def _new_message(
         reply_to=reply_to,
         flag_reason=verdict.reason,
         unsubscribe=unsubscribe,
+        scheduled_at=scheduled_at,
     )
+
+
+SCHEDULE_MAX_SECONDS = 90 * 86400
+"""How far ahead `send_at` may schedule a send (e2a's bound: 90 days)."""
+
+
+def scheduled_instant(
+    send_at: str | None, agent_email: str, recipients: list[str], now: float
+) -> float | None:
+    """The instant (epoch seconds) a `/v1` send is scheduled for by `send_at` (e2a's beta
+    scheduled sending): None without one or for one at or before `now` (sent at once);
+    Invalid unless it is RFC 3339 with a UTC offset, for one more than 90 days ahead, and for a
+    future one whose only recipient is the sending agent itself (delivery to itself is an
+    immediate loopback, e2a's rule, even where the send would be held for review)."""
+    if send_at is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(send_at)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None or "T" not in send_at.upper():
+        raise Invalid(
+            "invalid_request",
+            "send_at must be an RFC 3339 date-time with a UTC offset (e.g. 2030-01-01T09:00:00Z)",
+        )
+    instant = moment.timestamp()
+    if instant <= now:
+        return None
+    if instant - now > SCHEDULE_MAX_SECONDS:
+        raise Invalid("invalid_request", "send_at must be no more than 90 days ahead")
+    if {address.lower() for address in recipients} == {agent_email.lower()}:
+        raise Invalid(
+            "invalid_request",
+            "a future send_at cannot schedule a message whose only recipient is the sending "
+            "agent itself (delivery to itself is immediate); send without send_at",
+        )
+    return instant
 
 
 async def _submit(gateway: Gateway, message: OutboundMessage) -> Submission:
@@ -587,10 +628,6 @@ class ComposeBody(RequestBody):
         if not self.text and not self.html:
             raise Invalid("invalid_request", "give the message a body: 'text', 'html' or both")
 
-    def unavailable(self) -> str | None:
-        """The field that asks for what this gateway does not do, if any."""
-        return "send_at" if self.send_at is not None else None
-
     def unsubscribe_mode(self) -> str | None:
         """The managed unsubscribe the message opts into (`managed`), or None."""
         return self.unsubscribe.mode if self.unsubscribe is not None else None
@@ -642,6 +679,7 @@ async def send_message(
         kind="send",
         **addressees,
         unsubscribe=request.unsubscribe_mode(),
+        send_at=request.send_at,
         subject=checked_text("subject", subject) or "",
         body=text,
         html=html,
@@ -751,6 +789,7 @@ async def reply_to_message(
         cc=cc,
         bcc=bcc,
         unsubscribe=request.unsubscribe_mode(),
+        send_at=request.send_at,
         subject=subject,
         body=text,
         html=html,
@@ -824,6 +863,7 @@ async def forward_message(
         kind="send",
         **addressees,
         unsubscribe=request.unsubscribe_mode(),
+        send_at=request.send_at,
         subject=subject,
         body=text,
         html=html,

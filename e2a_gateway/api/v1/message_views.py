@@ -90,14 +90,18 @@ def send_result_view(submission: Submission) -> tuple[dict[str, Any], int]:
     message, status = submission.message, submission.status
     shown = "sent" if submission.deferred else SEND_STATUSES.get(status, "accepted")
     expires = message.approval_expires_at if submission.held else None
+    scheduled = message.scheduled_at if shown in ("accepted", "pending_review") else None
+    if scheduled is not None and shown == "accepted":
+        shown = "scheduled"  # a presentation of `accepted` with a future scheduled_at (beta)
     view = present(
         status=shown,
         message_id=message.id,
         method=METHODS.get(message.method or ""),
         sent_as="own_address",
         approval_expires_at=_instant(expires) if expires is not None else None,
+        scheduled_at=_instant(scheduled) if scheduled is not None else None,
     )
-    return view, 202 if shown in ("accepted", "pending_review") else 200
+    return view, 202 if shown in ("accepted", "scheduled", "pending_review") else 200
 
 
 def message_summary_view(message: FiledMessage) -> dict[str, Any]:
@@ -127,6 +131,8 @@ def message_summary_view(message: FiledMessage) -> dict[str, Any]:
         view["flagged"], view["flag_reason"] = True, message.flag_reason
     if message.deleted_at:
         view["deleted_at"] = message.deleted_at
+    if message.scheduled_at is not None and not inbound:
+        view["scheduled_at"] = _instant(message.scheduled_at)
     if inbound:
         if message.size is not None:
             view["size_bytes"] = message.size

@@ -46,7 +46,6 @@ from e2a_gateway.operations.errors import NotFound
 from e2a_gateway.operations.mailbox import INLINE_ATTACHMENT_BYTES
 from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.operations.sending import (
-    ComposeBody,
     ForwardMessageBody,
     ReplyMessageBody,
     SendMessageBody,
@@ -197,7 +196,7 @@ async def message_listing(
 @idempotent_making(stored_send_result)
 async def send_message(caller: Caller, email: str) -> tuple[dict[str, Any], int]:
     """sendMessage: a new message from the agent in the path."""
-    body = _available(await read_json(SendMessageBody, numbers_as_written="template_data"))
+    body = await read_json(SendMessageBody, numbers_as_written="template_data")
     return send_result_view(await sending.send_message(current_gateway(), caller, email, body))
 
 
@@ -323,7 +322,7 @@ async def reply_to_message(
     caller: Caller, email: str, message_id: str
 ) -> tuple[dict[str, Any], int]:
     """replyToMessage: an answer threaded onto the message."""
-    body = _available(await read_json(ReplyMessageBody))
+    body = await read_json(ReplyMessageBody)
     submission = await sending.reply_to_message(current_gateway(), caller, email, message_id, body)
     return send_result_view(submission)
 
@@ -336,7 +335,7 @@ async def forward_message(
     caller: Caller, email: str, message_id: str
 ) -> tuple[dict[str, Any], int]:
     """forwardMessage: the message, quoted with its attachments, to new recipients."""
-    body = _available(await read_json(ForwardMessageBody))
+    body = await read_json(ForwardMessageBody)
     submission = await sending.forward_message(current_gateway(), caller, email, message_id, body)
     return send_result_view(submission)
 
@@ -397,16 +396,6 @@ async def message_with_reading(
         if error is not None:
             view["webhook_error"] = error
     return view
-
-
-def _available(body: ComposeBody) -> Any:
-    """`body`, unless it asks for what this gateway does not do: 422 `invalid_request` naming
-    the field (never silently sent without it)."""
-    field = body.unavailable()
-    if field is not None:
-        message = f"'{field}' is not available on this gateway (docs/api.md, /v1); send without it"
-        raise invalid(422, message, (f"body.{field}", "not available on this gateway"))
-    return body
 
 
 def _position(after: tuple[Any, ...] | None) -> int | None:
