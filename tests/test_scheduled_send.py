@@ -155,3 +155,32 @@ async def test_an_agent_trashed_holds_its_scheduled_mail_until_restored(
     assert shown["delivery_status"] == "failed" and "cancel" in shown["delivery_detail"]
     await trio.sleep(1.5)
     assert not await received(alice, pal, "Too late")
+
+
+async def test_a_held_scheduled_send_shows_its_time_in_the_queue_and_its_approval(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """A send its agent's outbound gate holds keeps its send_at: the review queue lists it with
+    `scheduled_at`, and approving it answers `scheduled` (due then), not `accepted`."""
+    alice, bot, pal = await two_agents(make_account)
+    holds_all = {
+        "inbound": {"gate": {}, "scan": {"sensitivity": "off"}},
+        "outbound": {
+            "gate": {"policy": "allowlist", "allowlist": [], "action": "review"},
+            "scan": {},
+        },
+        "holds": {},
+    }
+    protected = await alice.http.put(v1(bot, "/protection"), json=holds_all)
+    assert protected.status_code == 200, protected.text
+    answer = await send(alice, bot, pal, "Held and scheduled", ahead(3600))
+    assert answer.status_code == 202, answer.text
+    held = answer.json()
+    assert held["status"] == "pending_review" and held["scheduled_at"]
+    (item,) = (await alice.http.get("/v1/reviews")).json()["items"]
+    assert item["id"] == held["message_id"] and item["scheduled_at"] == held["scheduled_at"]
+    approved = await alice.http.post(f"/v1/reviews/{held['message_id']}/approve", json={})
+    assert approved.status_code == 202, approved.text
+    assert approved.json()["status"] == "scheduled"
+    assert approved.json()["scheduled_at"] == held["scheduled_at"]
+    assert not await received(alice, pal, "Held and scheduled")

@@ -1343,6 +1343,8 @@ class HeldMessage:
     reason: str | None = None
     """Why the agent's gate held the message: its sender (inbound) or a recipient (a draft);
     None for a draft held before the gateway kept reasons."""
+    scheduled_at: float | None = None
+    """A draft's scheduled send (`send_at`, epoch seconds): due then once approved."""
 
 
 @dataclass(frozen=True)

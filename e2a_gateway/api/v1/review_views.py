@@ -1,10 +1,11 @@
 """How protection configs, held messages and review outcomes look on e2a's `/v1` (its
 ProtectionConfigView, ReviewView, MessageView of a held message, SendResultView,
-RejectResultView). Pure functions."""
+RejectResultView). Pure functions, but for the clock an approval's answer reads."""
 
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 from e2a_gateway.api.v1.message_views import (
@@ -68,6 +69,9 @@ def review_item_view(item: HeldMessage) -> dict[str, Any]:
         hold_reason=_inbound_hold(item.reason) if inbound else _outbound_hold(item.reason),
         flagged=True if item.reason else None,
         flag_reason=item.reason,
+        scheduled_at=(
+            format_timestamp(item.scheduled_at) if item.scheduled_at is not None else None
+        ),
     ) | {
         "header_from": (item.from_addr or None) if inbound else item.agent_email,
         "envelope_from": (item.envelope_from or None) if inbound else None,
@@ -95,9 +99,13 @@ def send_result_view(resolved: Resolved) -> tuple[dict[str, Any], int]:
 
 def approval_view(message_id: str, outbound: OutboundMessage | None) -> tuple[dict[str, Any], int]:
     """SendResultView of the approval of `message_id`: the outbound draft `outbound` (202
-    `accepted`), or an inbound hold when None (200 `review_approved`)."""
+    `accepted`, or `scheduled` with `scheduled_at` while its `send_at` is ahead), or an
+    inbound hold when None (200 `review_approved`)."""
     if outbound is not None:
-        return {"status": "accepted", "message_id": outbound.id, "edited": outbound.edited}, 202
+        view = {"status": "accepted", "message_id": outbound.id, "edited": outbound.edited}
+        if outbound.scheduled_at is not None and outbound.scheduled_at > time.time():
+            view |= {"status": "scheduled", "scheduled_at": format_timestamp(outbound.scheduled_at)}
+        return view, 202
     return {"status": "review_approved", "message_id": message_id}, 200
 
 

@@ -63,7 +63,7 @@ WAITING = (
 QUEUE_COLUMNS = (
     "m.id, m.seq, m.agent_email, m.direction, m.from_addr, m.envelope_from, m.to_json, m.subject, "
     "m.conversation_id, m.auth_results_json, m.created_at, "
-    "coalesce(m.approval_expires_at, m.hold_expires_at), m.flag_reason"
+    "coalesce(m.approval_expires_at, m.hold_expires_at), m.flag_reason, m.scheduled_at"
 )
 
 
@@ -84,6 +84,7 @@ def _queue_item(row: Any) -> HeldMessage:
         created_at=row[10],
         expires_at=row[11],
         reason=row[12],
+        scheduled_at=row[13],
     )
 
 
