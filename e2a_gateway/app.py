@@ -75,10 +75,19 @@ class BoundAddresses:
     http_port: int
 
     @property
+    def smtp_address(self) -> str:
+        """host:port of the SMTP listener, an IPv6 host in brackets (`[::1]:2525`)."""
+        return f"{_bracketed(self.smtp_host)}:{self.smtp_port}"
+
+    @property
     def http_url(self) -> str:
         """Base URL of the HTTP listener."""
-        host = f"[{self.http_host}]" if ":" in self.http_host else self.http_host
-        return f"http://{host}:{self.http_port}"
+        return f"http://{_bracketed(self.http_host)}:{self.http_port}"
+
+
+def _bracketed(host: str) -> str:
+    """`host` as it stands before `:port`: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 @dataclass(frozen=True)
@@ -353,9 +362,8 @@ async def run_gateway(
             http_port=http_address[1],
         )
         log.info(
-            "e2a ready: SMTP %s:%d, HTTP %s (database %s)",
-            bound.smtp_host,
-            bound.smtp_port,
+            "e2a ready: SMTP %s, HTTP %s (database %s)",
+            bound.smtp_address,
             bound.http_url,
             redacted_url(settings.database.url),  # never its password
         )
