@@ -105,3 +105,17 @@ def message_bodies(message: EmailMessage) -> tuple[str | None, str | None]:
     texts, htmls = bodies["text/plain"], bodies["text/html"]
     text = "\n\n".join([*(item.rstrip("\n") for item in texts[:-1]), *texts[-1:]])
     return (text if texts else None), ("".join(htmls) if htmls else None)
+
+
+def text_flow(message: EmailMessage) -> tuple[bool, bool]:
+    """Whether the first text/plain body part of `message` (the one `message_bodies` starts its
+    text with) is format=flowed (RFC 3676), and whether with DelSp=yes."""
+    for part in _own_parts(message):
+        if part.get_content_type() != "text/plain":
+            continue
+        if part.get_content_disposition() == "attachment":
+            continue
+        flowed = str(part.get_param("format", "") or "").lower() == "flowed"
+        delsp = str(part.get_param("delsp", "") or "").lower() == "yes"
+        return flowed, flowed and delsp
+    return False, False

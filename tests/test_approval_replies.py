@@ -627,3 +627,74 @@ async def test_approve_in_the_quoted_text_of_a_rejecting_reply_is_not_read(
     notice = await notice_for(sink, message.id)
     await send_reply(running, notice, reply(notice, "reject: not yet\n\n> approve\n>\n> approve"))
     assert row(gateway.settings, message.id) == ("rejected", OWNER, "reply", "not yet")
+
+
+async def test_two_replies_racing_decide_the_message_once(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    """The reviewer answers from two devices at once, approve and reject: one acts, the other
+    is told the message was already decided, and the message is sent at most once."""
+    gateway = running.gateway
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    async with trio.open_nursery() as nursery:
+        for first_line in ("approve", "reject: from the phone", "approve"):
+            nursery.start_soon(send_reply, running, notice, reply(notice, first_line))
+    status, reviewed_by, method, _ = row(gateway.settings, message.id)
+    assert (reviewed_by, method) == (OWNER, "reply") and status != "pending_approval"
+    await wait_until(lambda: len(answers(sink)) == 2)
+    assert all("already decided" in answer.get_content() for answer in answers(sink))
+    (outbound,) = query(
+        gateway.settings.database.url,
+        "SELECT count(*) FROM jobs WHERE message_id = ? AND kind = 'outbound'",
+        (message.id,),
+    )
+    assert outbound[0] <= 1
+
+
+async def test_a_reason_wrapped_by_a_format_flowed_client_is_read_whole(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    """Thunderbird and Apple Mail send plain text as format=flowed (RFC 3676): a long first
+    line is wrapped at a trailing space, which the reader joins again. The reason is that
+    whole line, not its first 70 characters."""
+    gateway = running.gateway
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    reason = (
+        "not until legal has looked at it, the numbers in the second paragraph are wrong "
+        "and the tone is too pushy"
+    )
+    wrapped = (
+        "reject: not until legal has looked at it, the numbers in the second \n"
+        "paragraph are wrong and the tone is too pushy\n"
+        "\n"
+        "Jane\n"
+    )
+    data = reply(
+        notice,
+        wrapped,
+        extra="MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8; format=flowed\r\n",
+    )
+    await send_reply(running, notice, data)
+    assert row(gateway.settings, message.id) == ("rejected", OWNER, "reply", reason)
+
+
+async def test_a_delsp_flowed_reason_loses_only_the_wrapping_spaces(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    """With DelSp=yes (Apple Mail) the space before each soft break is the wrapper's, not the
+    writer's: the joined reason reads as written."""
+    gateway = running.gateway
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    data = reply(
+        notice,
+        "Reject: the recipients are the wrong people for this quarter's num \nbers\n\n"
+        "Sent from my iPhone\n",
+        extra="MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8; format=flowed; delsp=yes\r\n",
+    )
+    await send_reply(running, notice, data)
+    expected = "the recipients are the wrong people for this quarter's numbers"
+    assert row(gateway.settings, message.id) == ("rejected", OWNER, "reply", expected)

@@ -13,6 +13,7 @@ from e2a_gateway.inbound.reply_commands import (
     answer_text,
     parse_command,
     refusal_of,
+    unflow,
 )
 from e2a_gateway.signing.reply_tokens import (
     generate_reply_token,
@@ -229,3 +230,26 @@ def test_reply_tokens_are_redacted_from_log_lines() -> None:
     line = f"to=<approvals+{token}@mx.agents.test>,<bot@agents.test>"
     assert redact_reply_tokens(line) == "to=<approvals+…@mx.agents.test>,<bot@agents.test>"
     assert redact_reply_tokens(f"<APPROVALS+{token.upper()}@x>") == "<APPROVALS+…@x>"
+
+
+@pytest.mark.parametrize(
+    ("flowed_text", "delsp", "command"),
+    [
+        ("approve \n\nOn 01/12/2026 10:00, e2a wrote:\n> Your agent \n> wants\n", False, APPROVE),
+        ("reject: too \npushy\n", False, ReplyCommand(False, "too pushy")),
+        ("reject: too push \ny\n", True, ReplyCommand(False, "too pushy")),
+        (" reject: stuffed \nline\n", False, ReplyCommand(False, "stuffed line")),
+        ("reject: short\n-- \nJane\n", False, ReplyCommand(False, "short")),
+        ("Thanks \n\n> approve\n", False, None),
+        ("> approve \n> quoted\n", False, None),
+    ],
+)
+def test_a_format_flowed_reply_is_read_with_its_soft_breaks_joined(
+    flowed_text: str, delsp: bool, command: ReplyCommand | None
+) -> None:
+    assert parse_command(flowed_text, flowed=True, delsp=delsp) == command
+
+
+def test_unflow_keeps_quote_depths_apart_and_the_signature_separator() -> None:
+    text = "one \ntwo\n> q1 \n> q2\n>> deep \nnot deep\n-- \nsig\n"
+    assert unflow(text) == "one two\n> q1 q2\n>> deep \nnot deep\n-- \nsig\n"

@@ -27,6 +27,7 @@ from e2a_gateway.inbound.reply_commands import (
     refusal_of,
 )
 from e2a_gateway.mailauth.results import AuthResults
+from e2a_gateway.mime_parse import parse_message, text_flow
 from e2a_gateway.operations import lifecycle, reviews
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
 from e2a_gateway.signing.reply_tokens import hash_reply_token, token_in_local_part
@@ -81,6 +82,14 @@ def standing(message: OutboundMessage | None) -> str:
     if message.reviewed_at:
         words.append(f"at {message.reviewed_at}")
     return " ".join(words)
+
+
+def _text_flow(data: bytes) -> tuple[bool, bool]:
+    """`mime_parse.text_flow` of the message `data`; not flowed when it cannot be parsed."""
+    try:
+        return text_flow(parse_message(data))
+    except (RecursionError, IndexError, ValueError):
+        return False, False
 
 
 class ApprovalReplies:
@@ -141,7 +150,8 @@ class ApprovalReplies:
             refusal = "already_decided"
         if refusal is None:
             body = await trio.to_thread.run_sync(parse_body, envelope.data)
-            command = parse_command(body.text, body.html)
+            flowed, delsp = await trio.to_thread.run_sync(_text_flow, envelope.data)
+            command = parse_command(body.text, body.html, flowed=flowed, delsp=delsp)
             if command is None:
                 refusal = "no_command"
             else:

@@ -62,11 +62,50 @@ class ReplyFacts:
     """The reply's own Message-ID, None when it has none."""
 
 
-def parse_command(text: str | None, html: str | None = None) -> ReplyCommand | None:
+def unflow(text: str, delsp: bool = False) -> str:
+    """Plain text sent as format=flowed (RFC 3676) with its soft line breaks joined: a line
+    ending in a space goes on in the next line of the same quote depth (the space dropped with
+    DelSp=yes); space-stuffing is undone; the signature separator `-- ` stays a line of its own.
+    Quoted lines come back as `> ` per level."""
+    lines: list[str] = []
+    pending: tuple[int, str] | None = None  # (depth, text) of a line that goes on
+    for raw in text.split("\n"):
+        depth = len(raw) - len(raw.lstrip(">"))
+        content = raw[depth:]
+        content = content.removeprefix(" ")  # space-stuffed (or after the quote marks)
+        goes_on = content.endswith(" ") and content != "-- "  # this line's own soft break
+        if goes_on and delsp:
+            content = content[:-1]
+        if pending is not None:
+            if pending[0] == depth:
+                content = pending[1] + content
+            else:
+                lines.append(_quoted(*pending))
+            pending = None
+        if goes_on:
+            pending = (depth, content)
+        else:
+            lines.append(_quoted(depth, content))
+    if pending is not None:
+        lines.append(_quoted(*pending))
+    return "\n".join(lines)
+
+
+def _quoted(depth: int, content: str) -> str:
+    return f"{'>' * depth} {content}" if depth else content
+
+
+def parse_command(
+    text: str | None, html: str | None = None, *, flowed: bool = False, delsp: bool = False
+) -> ReplyCommand | None:
     """The command in the first non-blank line of the reply's new text (quoted history and
     signature left out, whatever the client's quoting style); None when that line is not
     `approve`, `reject` or `reject: <reason>` (any case; a trailing '.' or '!' is allowed).
+    A `flowed` text (format=flowed, with `delsp` as its DelSp says) is read with its soft line
+    breaks joined (`unflow`), so a long reason its client wrapped is read whole.
     A NUL in the reason reads as U+FFFD, as in header text: PostgreSQL's text cannot hold it."""
+    if flowed and text is not None:
+        text = unflow(text, delsp)
     new_text = split_reply(text, html).reply_text
     first = next((line.strip() for line in new_text.splitlines() if line.strip()), "")
     found = _COMMAND.fullmatch(first)
