@@ -528,15 +528,15 @@ def test_a_newer_e2a_does_not_migrate_the_sqlite_file_a_running_gateway_holds(
 
 def test_migrate_help_says_how_to_back_up_first(capsys: pytest.CaptureFixture[str]) -> None:
     """Migrations only go forward, so `e2a migrate --help` shows the backup to take before an
-    upgrade: SQLite's online backup (a copy of a WAL database's file may be torn), pg_dump."""
+    upgrade: `e2a backup` (SQLite's online backup: a copy of a WAL database's file may be
+    torn), pg_dump."""
     with pytest.raises(SystemExit) as ended:
         main(["migrate", "--help"])
     assert ended.value.code == 0
     shown = capsys.readouterr().out
     assert "only go forward" in shown
-    backup = """sqlite3 /var/lib/e2a/e2a.db ".backup '/var/backups/e2a/before-upgrade.db'\""""
-    assert backup in shown
-    assert "not cp" in shown and "pg_dump" in shown
+    assert "e2a backup /var/backups/e2a/before-upgrade.db --config /etc/e2a/e2a.toml" in shown
+    assert "do not cp" in shown and "pg_dump" in shown
 
 
 def test_a_database_path_under_a_tilde_says_to_write_it_whole(
