@@ -405,6 +405,48 @@ async def test_a_notice_of_a_drained_message_is_not_sent_again_however_late_it_c
         await assert_silent(ws)
 
 
+@pytest.mark.parametrize("face", ["api", "v1"])
+@pytest.mark.parametrize("fate", ["trashed", "deleted"])
+async def test_a_late_notice_of_mail_trashed_or_deleted_meanwhile_is_not_sent(
+    running: RunningGateway,
+    alice: Account,
+    agent: str,
+    face: str,
+    fate: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A notice may come long after its commit (from another replica, once its NOTIFY is
+    relayed). Mail its owner moved to the trash or deleted for good meanwhile is no longer in
+    the inbox, nor sent by a drain: its notice is dropped too, on `/api/v1`'s socket and on
+    `/v1`'s, and the mail after it still comes."""
+    url = ws_url(running, agent, alice.key if face == "api" else None)
+    if face == "v1":
+        url = url.replace("/api/v1/", "/v1/")
+    headers = [("Authorization", f"Bearer {alice.key}")] if face == "v1" else None
+    hub = running.gateway.hub
+    owner = await running.gateway.storage.find_agent(agent)
+    assert owner is not None
+    async with open_websocket_url(url, extra_headers=headers, connect_timeout=WAIT) as ws:
+        await wait_until(lambda: hub.subscriber_count(owner.id) == 1)
+        with monkeypatch.context() as elsewhere:  # stored as on another replica: no notice yet
+            elsewhere.setattr(hub, "publish_message", lambda *args: None)
+            gone = await accept(running.gateway, [agent], mail("Gone before its notice"))
+        stored = await running.gateway.storage.peek_inbound(owner.user_id, agent, gone)
+        assert stored is not None
+        path = f"/v1/agents/{quote(agent, safe='')}/messages/{gone}"
+        assert (await alice.http.delete(path)).status_code == 200
+        if fate == "deleted":  # out of the trash for good
+            purged = await alice.http.delete(
+                path, params={"permanent": "true", "confirm": "DELETE"}
+            )
+            assert purged.status_code == 200, purged.text
+        running.gateway.hub.publish_message(owner.id, stored)  # its notice, late
+        after = await accept(running.gateway, [agent], mail("After it"))
+        (following,) = await next_frames(ws, 1)
+        assert message_id_of(following) == after, f"the {fate} message was sent"
+        await assert_silent(ws)
+
+
 async def test_mail_committed_during_the_drain_is_sent_exactly_once(
     running: RunningGateway, agent: str, connected: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -198,12 +198,12 @@ async def _serve(admitted: _Admitted, subscription: Subscription, ending: Socket
                 ending.closing(REVOKED)
                 await websocket.close(CLOSE_POLICY_VIOLATION, TURNED_CLOUD)
                 break
-            message = await gateway.storage.peek_inbound(
-                admitted.caller.user_id, admitted.agent.email, frame["message_id"]
+            message = await messages.announced(
+                gateway, admitted.caller, admitted.agent, frame["message_id"]
             )
-            if message is not None and subscription.sent_by_drain(message.seq):
-                continue  # a late notice of mail the drain sent
-            reading = await trust.reading_of(gateway, message) if message is not None else None
+            if message is None or subscription.sent_by_drain(message.seq):
+                continue  # trashed or deleted meanwhile, or a late notice of mail the drain sent
+            reading = await trust.reading_of(gateway, message)
             await push(gateway, _with_reading(frame, reading))
             gateway.metrics.delivered("websocket", "sent")
         else:

@@ -135,6 +135,17 @@ async def unread_page(
     )
 
 
+async def announced(
+    gateway: Gateway, caller: Caller, agent: Agent, message_id: str
+) -> InboundMessage | None:
+    """The message of the caller's `agent` that a live notice announced, as the inbox shows it
+    now, left unread; None once it is gone from the inbox (moved to the trash, or deleted, since
+    it was stored): its notice is then not passed on, as a drain would not send it."""
+    return await gateway.storage.read_inbound(
+        caller.user_id, agent.email, message_id, mark_read=False
+    )
+
+
 async def acknowledge(gateway: Gateway, caller: Caller, agent: Agent, message_id: str) -> bool:
     """Mark one message of the caller's `agent` read; False when there is no such message."""
     return await gateway.storage.mark_read(caller.user_id, agent.email, message_id)

@@ -178,10 +178,8 @@ async def _relay(caller: Caller, agent: Agent, subscription: Subscription) -> No
     """Send each message the hub announces (the subscription skips those the drain sent)."""
     gateway = current_gateway()
     async for frame in subscription:
-        message = await gateway.storage.peek_inbound(
-            caller.user_id, agent.email, frame["message_id"]
-        )
+        message = await messages.announced(gateway, caller, agent, frame["message_id"])
         if message is None or subscription.sent_by_drain(message.seq):
-            continue  # deleted meanwhile, or a late notice of mail the drain sent
+            continue  # trashed or deleted meanwhile, or a late notice of mail the drain sent
         await push(gateway, received_envelope(message).decode())
         gateway.metrics.delivered("websocket", "sent")
