@@ -67,6 +67,7 @@ from tests.delivery_support import (
     store_with_conversation,
     wait_until,
 )
+from tests.test_v1_reviews import protect, protection, queue
 
 WAIT = 10.0
 ACKED_BACKLOG = 1500
@@ -1153,3 +1154,58 @@ async def test_a_client_frame_past_the_bound_closes_the_socket_with_1009(
         await ws.send_message("x" * (MAX_CLIENT_MESSAGE_BYTES + 1))
         code, _, heard = await closed_with(ws)
     assert (code, heard) == (1009, [])
+
+
+async def test_mail_held_by_the_gate_is_pushed_only_once_released(
+    running: RunningGateway, alice: Account, agent: str, connected: Any
+) -> None:
+    """Mail the agent's inbound gate holds for review is in no drain and no live frame; once
+    approved it is pushed live, and sent again by the next drain while it stays unread."""
+    gate = {"policy": "allowlist", "allowlist": ["boss@example.net"], "action": "review"}
+    await protect(alice, agent, protection(inbound=gate))
+    subscribed = await agent_id(running.gateway, agent)
+    async with connected() as ws:
+        await wait_until(lambda: running.gateway.hub.subscriber_count(subscribed) == 1)
+        await smtp_send(running.addresses.smtp_port, [agent], mail("Held"))
+        (held,) = await queue(alice)
+        await assert_silent(ws)
+    async with connected() as ws:
+        await assert_silent(ws)
+        approved = await alice.http.post(f"/v1/reviews/{held['id']}/approve", json={})
+        assert approved.status_code == 200, approved.text
+        (released,) = await next_frames(ws, 1)
+        await assert_silent(ws)
+    assert released["message_id"] == held["id"] and released["subject"] == "Held"
+    async with connected() as ws:
+        (again,) = await next_frames(ws, 1)
+    assert again["message_id"] == held["id"]
+
+
+async def test_a_slow_reader_of_a_backlog_gets_mail_arriving_meanwhile_once_in_order(
+    running: RunningGateway, agent: str, connected: Any
+) -> None:
+    """Live mail committed while a slow client reads a backlog of several pages comes after
+    the backlog, each message once, none skipped."""
+    backlog = [
+        await accept(running.gateway, [agent], mail(f"Backlog {n}"))
+        for n in range(3 * DRAIN_PAGE_SIZE)
+    ]
+    during: list[str] = []
+    received: list[str] = []
+    async with connected() as ws, trio.open_nursery() as nursery:
+
+        async def arriving() -> None:
+            for n in range(40):
+                during.append(await accept(running.gateway, [agent], mail(f"During {n}")))
+                await trio.sleep(0.005)
+
+        nursery.start_soon(arriving)
+        with trio.fail_after(60):
+            while len(received) < len(backlog) + 40:
+                received.append(json.loads(await ws.get_message())["message_id"])
+                if len(received) % 20 == 0:
+                    await trio.sleep(0.01)  # a slow reader
+        await assert_silent(ws)
+    assert received[: len(backlog)] == backlog
+    assert sorted(received[len(backlog) :]) == sorted(set(during) - set(backlog))
+    assert len(set(received)) == len(received) and set(received) == set(backlog + during)
