@@ -150,7 +150,7 @@ def test_sigkill_to_the_launcher_alone_stops_the_gateway(gateway: GatewayProcess
 
 
 @requires_binary
-def test_binary_migrate_and_version(tmp_path: Path) -> None:
+def test_binary_migrate_backup_and_version(tmp_path: Path) -> None:
     environment = clean_environment()
     environment["E2A_DATABASE_URL"] = f"sqlite:///{tmp_path / 'e2a.db'}"
     version = subprocess.run(
@@ -169,6 +169,21 @@ def test_binary_migrate_and_version(tmp_path: Path) -> None:
     assert migrate.returncode == 0, migrate.stderr
     assert "database is up to date" in migrate.stderr
     assert (tmp_path / "e2a.db").stat().st_size > 0
+    # the executable backs its database up with nothing else installed (no sqlite3 program)
+    backup = subprocess.run(
+        [str(BINARY), "backup", str(tmp_path / "copy.db")],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert backup.returncode == 0, backup.stderr
+    assert (
+        backup.stdout.startswith(f"{tmp_path / 'copy.db'}: ") and "schema version" in backup.stdout
+    )
+    assert (tmp_path / "copy.db").stat().st_mode & 0o777 == 0o600
 
 
 @requires_binary
