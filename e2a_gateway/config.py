@@ -507,6 +507,11 @@ class LimitSettings(Section):
     message_polls_per_user_per_minute: int = Field(default=600, ge=1, le=MAX_RATE_LIMIT)
     feedback_per_ip_per_hour: int = Field(default=10, ge=1, le=MAX_RATE_LIMIT)
     """`POST /api/feedback` requests one client address may send per hour (e2a's 10)."""
+    unsubscribe_requests_per_ip_per_minute: int = Field(default=60, ge=1, le=MAX_RATE_LIMIT)
+    """Requests to the public managed-unsubscribe pages, `GET|POST /u/{token}`, one client
+    address may make per minute, unknown tokens included: a person clicks a link or two, a
+    mail provider's one-click POSTs come one per message unsubscribed, so 60 only stops a
+    client trying tokens or flooding the pages."""
     approval_notices_per_user_per_hour: int = Field(default=30, ge=1, le=MAX_RATE_LIMIT)
     """Approval notices one account's reviewer is mailed per hour, whatever its agents hold:
     the others wait for room (or, with their deadline first, are not mailed), so a flood of

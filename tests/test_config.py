@@ -106,6 +106,12 @@ def test_env_overrides_file(tmp_path: Path) -> None:
         ('[operators]\naccounts = ["ops"]\n', {}, "operators.accounts"),
         ("[limits]\nsends_per_agent_per_minute = 0\n", {}, "limits.sends_per_agent_per_minute"),
         ("", {"E2A_LIMITS_FEEDBACK_PER_IP_PER_HOUR": "-1"}, "limits.feedback_per_ip_per_hour"),
+        (
+            "[limits]\nunsubscribe_requests_per_ip_per_minute = 0\n",
+            {},
+            "limits.unsubscribe_requests_per_ip_per_minute",
+        ),
+        ("", {"E2A_LIMITS_UNSUBSCRIBE_REQUESTS_PER_IP_PER_MINUTE": "many"}, "E2A_LIMITS_UNSUB"),
         # beyond what a database integer holds: every send would fail
         ("", {"E2A_LIMITS_SENDS_PER_AGENT_PER_MINUTE": str(2**63)}, "less than or equal"),
         ("[limits]\nmessage_polls_per_user_per_minute = 1e12\n", {}, "limits.message_polls"),
