@@ -3,6 +3,9 @@ no cookie, no CSRF token — the token is the authority, and it can only stop on
 one address. GET shows a confirmation form and never changes anything (mail scanners follow
 links); a POST of RFC 8058's one-click body, or of that form, unsubscribes. Every answer is
 `no-store`, under a CSP allowing nothing but posting the form back, and never redirects.
+Each request is counted against the client's address first (`limits.
+unsubscribe_requests_per_ip_per_minute`), before its token is looked up: past the limit, a bare
+429 with `Retry-After`, whatever the token.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from quart import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from e2a_gateway.operations import unsubscribe
-from e2a_gateway.operations.errors import NotFound, OperationError
+from e2a_gateway.operations.errors import NotFound, OperationError, RateLimited
 from e2a_gateway.outbound.list_unsubscribe import ONE_CLICK
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.web.context import current_gateway
@@ -105,7 +108,9 @@ def asked_for(content_type: str, body: bytes) -> Asked | None:
 @blueprint.get(PREFIX + "<token>")
 async def confirmation(token: str) -> Response:
     """The page asking whether to stop the agent's mail; changes nothing."""
-    scope = await unsubscribe.link_scope(current_gateway(), token)
+    gateway = current_gateway()
+    await unsubscribe.count_link_request(gateway, request.remote_addr)
+    scope = await unsubscribe.link_scope(gateway, token)
     form = (
         f"<p>Stop emails sent by {escape(scope.agent_email)}?</p>"
         f'<form method="post"><button type="submit" name="{CONFIRM_FIELD}" '
@@ -118,8 +123,10 @@ async def confirmation(token: str) -> Response:
 async def unsubscribe_by_link(token: str) -> Response:
     """Stop the agent's mail to the link's address: 200 however often (an empty answer to a
     one-click POST, a page to the form); 400 for a body that asks nothing this route does
-    or is over MAX_BODY_BYTES; 404 for a token no link has, checked first."""
+    or is over MAX_BODY_BYTES; 404 for a token no link has, checked first (after the
+    client's address is counted: 429 past its limit)."""
     gateway = current_gateway()
+    await unsubscribe.count_link_request(gateway, request.remote_addr)
     await unsubscribe.link_scope(gateway, token)
     if (request.content_length or 0) > MAX_BODY_BYTES:
         return plain(400, "Bad Request")
@@ -140,6 +147,14 @@ async def unsubscribe_by_link(token: str) -> Response:
 async def on_not_found(exc: NotFound) -> Response:
     """The same answer for a token malformed or unknown: nothing about any link."""
     return plain(404, "Not Found")
+
+
+@blueprint.errorhandler(RateLimited)
+async def on_rate_limited(exc: RateLimited) -> Response:
+    """Past the client's limit: a bare 429, with the seconds to wait, whatever the token."""
+    response = plain(429, "Too Many Requests")
+    response.headers["Retry-After"] = str(exc.retry_after or 1)
+    return response
 
 
 @blueprint.errorhandler(OperationError)

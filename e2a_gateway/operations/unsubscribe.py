@@ -11,6 +11,8 @@ import time
 from e2a_gateway.addresses import AddressError, normalise_recipient
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations.errors import Invalid, NotFound
+from e2a_gateway.operations.rate_limits import NamedLimit, count_request, counted_address
+from e2a_gateway.rate_windows import RateLimit
 from e2a_gateway.signing.unsubscribe_tokens import hash_unsubscribe_token, looks_like_token
 from e2a_gateway.storage.base import UnsubscribeScope
 
@@ -19,6 +21,8 @@ ONE_RECIPIENT = (
     "send one message per recipient"
 )
 """The refusal of a managed message to none or several people (stable: clients may match it)."""
+LINK_WINDOW_SECONDS = 60
+"""The window of `limits.unsubscribe_requests_per_ip_per_minute`."""
 
 
 def distinct_recipients(*lists: list[str]) -> set[str]:
@@ -38,6 +42,19 @@ def check_recipients(mode: str | None, *, to: list[str], cc: list[str], bcc: lis
     not None) goes to other than exactly one address."""
     if mode is not None and len(distinct_recipients(to, cc, bcc)) != 1:
         raise Invalid("invalid_request", ONE_RECIPIENT)
+
+
+async def count_link_request(gateway: Gateway, remote_addr: str | None) -> None:
+    """Count a request to a `/u/{token}` page against the client's address (`remote_addr`, as
+    trusted proxies reveal it), in the database so that replicas share the count; RateLimited
+    past `limits.unsubscribe_requests_per_ip_per_minute`. Counted before the token is looked
+    up, so guessing tokens uses up the allowance as fast as following a link."""
+    limit = RateLimit(
+        f"unsubscribe_link:ip:{counted_address(gateway, remote_addr)}",
+        LINK_WINDOW_SECONDS,
+        gateway.settings.limits.unsubscribe_requests_per_ip_per_minute,
+    )
+    await count_request(gateway, NamedLimit(limit, "unsubscribe link requests per minute"))
 
 
 async def link_scope(gateway: Gateway, token: str) -> UnsubscribeScope:
