@@ -93,11 +93,12 @@ def write_config(
     webhooks: str = "",
     database: str = "",
     smtp: str = "",
+    extra: str = "",
 ) -> tuple[Path, int, int]:
     """A config for one replica on free loopback ports, serving /metrics (`database`, `smtp`:
-    extra lines for those sections). Its DNS is a loopback server with an empty zone: nothing
-    leaves the machine, and SPF/DMARC lookups end at once (NXDOMAIN) instead of waiting out a
-    timeout per message."""
+    extra lines for those sections; `extra`: further sections at its end). Its DNS is a
+    loopback server with an empty zone: nothing leaves the machine, and SPF/DMARC lookups end
+    at once (NXDOMAIN) instead of waiting out a timeout per message."""
     directory.mkdir(parents=True, exist_ok=True)
     smtp_port, http_port = free_port(), free_port()
     path = directory / "e2a.toml"
@@ -110,7 +111,7 @@ def write_config(
         f"[webhooks]\nallow_private = true\n{webhooks}"
         "[metrics]\nenabled = true\n"
         "[limits]\nagent_registrations_per_ip_per_hour = 100000\n"
-        "message_polls_per_user_per_minute = 100000\n"
+        "message_polls_per_user_per_minute = 100000\n" + extra
     )
     return path, smtp_port, http_port
 
@@ -159,11 +160,12 @@ async def replica(
     webhooks: str = "",
     database: str = "",
     smtp: str = "",
+    extra: str = "",
 ) -> AsyncIterator[Replica]:
-    """Start one replica (`webhooks`, `database`, `smtp`: extra lines for those sections) and
-    yield it once healthy; kill it on exit."""
+    """Start one replica (`webhooks`, `database`, `smtp`: extra lines for those sections;
+    `extra`: further sections) and yield it once healthy; kill it on exit."""
     config, smtp_port, http_port = write_config(
-        tmp_path / name, database_url, dns_port, webhooks, database, smtp
+        tmp_path / name, database_url, dns_port, webhooks, database, smtp, extra
     )
     process = spawn_serve(config)
     running = Replica(name, config, smtp_port, f"http://127.0.0.1:{http_port}", process)
