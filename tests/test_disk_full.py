@@ -319,3 +319,127 @@ async def test_postmaster_mail_while_another_process_holds_the_database_is_451_w
         gateway_nursery.cancel_scope.cancel()
     assert not [record for record in caplog.records if record.exc_info], caplog.text
     assert f"sqlite:///{path} is locked by another process" in caplog.text, caplog.text
+
+
+LOCK_WAIT_SECONDS = 3.0
+"""The busy timeout of the test below (10 s in service): long enough to tell a write that
+waited it from one that failed fast."""
+FAST_SECONDS = 1.5
+"""How soon a write must be refused once the gateway knows the database is locked."""
+
+
+@pytest.mark.parametrize("begin", ["BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"])
+async def test_a_database_locked_by_another_process_fails_fast_shows_in_readyz_and_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, begin: str
+) -> None:
+    """Another program holds the write lock on the database (a sqlite3 shell left inside a
+    transaction): the first write waits the busy timeout and fails; from then on writes fail
+    at once while the lock is held (SMTP 451 4.3.0, the API 503 in its error envelope),
+    `/readyz` and `/api/health` say which file is locked and how to find the holder, and
+    once it lets go both come up by themselves within a few seconds and mail is stored."""
+    monkeypatch.setattr(sqlite_backend, "BUSY_TIMEOUT_SECONDS", LOCK_WAIT_SECONDS)
+    path = tmp_path / "e2a.db"
+    database = f"sqlite:///{path}"
+    async with trio.open_nursery() as gateway_nursery:
+        settings = make_settings(tmp_path, database={"url": database})
+        running: RunningGateway = await gateway_nursery.start(
+            partial(run_gateway, settings, resolver=FixtureResolver())
+        )
+        url = running.addresses.http_url
+        port = running.addresses.smtp_port
+        account = await open_account(running.gateway, url, "o@example.com")
+        async with account.http:
+            assert await create_agent(account, "bot") == "bot@agents.test"
+            assert await trio.to_thread.run_sync(smtp_reply, port, "before") == "250"
+
+            async def timed_reply(subject: str) -> tuple[str, float]:
+                started = time.monotonic()
+                answer = await trio.to_thread.run_sync(smtp_reply, port, subject)
+                return answer, time.monotonic() - started
+
+            with closing(sqlite3.connect(path, isolation_level=None)) as holder:
+                holder.execute(begin)
+                # the first write meets the lock: it waits the busy timeout, then fails
+                answer, _ = await timed_reply("first")
+                assert answer == "451 4.3.0"
+                # known to be locked now: each further write fails fast
+                for number in range(3):
+                    answer, took = await timed_reply(f"locked{number}")
+                    assert answer == "451 4.3.0"
+                    assert took < FAST_SECONDS, f"451 came after {took:.1f} s"
+                started = time.monotonic()
+                made = await account.http.post(
+                    "/api/v1/agents", json={"slug": "other", "agent_mode": "local"}
+                )
+                assert time.monotonic() - started < FAST_SECONDS
+                assert made.status_code == 503, made.text
+                assert made.json()["error"]["code"] == "storage_unavailable"
+                assert made.headers["Retry-After"] == "5"
+
+                started = time.monotonic()
+                ready = await account.http.get("/readyz")
+                assert time.monotonic() - started < FAST_SECONDS
+                assert ready.status_code == 503, ready.text
+                reason = ready.json()["reason"]
+                assert ready.json() == {"status": "not_ready", "reason": reason}
+                assert f"sqlite:///{path} is locked by another process" in reason
+                assert f"fuser -v {path}" in reason
+                health = await account.http.get("/api/health")
+                assert health.status_code == 503, health.text
+                assert health.json()["storage"]["detail"] == reason
+                # reads go on meanwhile (WAL: the holder does not block readers)
+                listed = await account.http.get("/api/v1/agents")
+                assert listed.status_code == 200, listed.text
+                holder.execute("ROLLBACK")
+
+            # let go: ready again within a few seconds, without mail to show it
+            deadline = time.monotonic() + 5
+            while (await account.http.get("/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, "/readyz did not come up again"
+                await trio.sleep(0.2)
+            assert (await account.http.get("/api/health")).status_code == 200
+            answer, took = await timed_reply("after")
+            assert answer == "250"
+            assert took < FAST_SECONDS
+        gateway_nursery.cancel_scope.cancel()
+    assert stored_subjects(database) == ["before", "after"]
+
+
+async def test_a_write_recovers_from_a_released_lock_without_a_health_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the lock is given back the next write simply succeeds (nobody has to ask
+    `/readyz` first), and the write after it waits the full busy timeout again if needed."""
+    monkeypatch.setattr(sqlite_backend, "BUSY_TIMEOUT_SECONDS", LOCK_WAIT_SECONDS)
+    path = tmp_path / "e2a.db"
+    storage = SqliteStorage.open(str(path))
+    try:
+        await storage.migrate()
+        with closing(sqlite3.connect(path, isolation_level=None)) as holder:
+            holder.execute("BEGIN IMMEDIATE")
+            started = trio.current_time()
+            with pytest.raises(StorageUnavailable, match="locked by another process"):
+                await storage._write(lifecycle._probe_disk)
+            assert trio.current_time() - started >= LOCK_WAIT_SECONDS - 0.5
+            started = trio.current_time()
+            with pytest.raises(StorageUnavailable, match="locked by another process"):
+                await storage._write(lifecycle._probe_disk)
+            assert trio.current_time() - started < FAST_SECONDS
+            with pytest.raises(StorageUnavailable, match=f"fuser -v {path}"):
+                await storage.ping()
+            holder.execute("ROLLBACK")
+        await storage._write(lifecycle._probe_disk)  # taken at once
+        await storage.ping()
+        # a lock held again later is waited for in full before it is reported
+        with closing(sqlite3.connect(path, isolation_level=None)) as holder:
+            holder.execute("BEGIN IMMEDIATE")
+
+            async def release_soon() -> None:
+                await trio.sleep(1.0)
+                holder.execute("ROLLBACK")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(release_soon)
+                await storage._write(lifecycle._probe_disk)  # waits 1 s, then commits
+    finally:
+        await storage.close()

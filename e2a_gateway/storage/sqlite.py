@@ -207,6 +207,10 @@ def _open_advice(path: str) -> str:
 BUSY_TIMEOUT_SECONDS: float = 10
 """How long a statement waits for another process's lock on the database file before it
 fails (SQLITE_BUSY, `_locked`)."""
+LOCKED_WAIT_SECONDS = 0.1
+"""How long a write waits for that lock once a write has waited BUSY_TIMEOUT_SECONDS for it in
+vain, until a write takes it again: while another program holds the file, mail is refused at
+once rather than each message after the full wait in turn (an SMTP client gives up sooner)."""
 
 
 def locked(error: sqlite3.Error) -> bool:
@@ -299,6 +303,12 @@ class SqliteStorage(SqlStorage):
         self._checkpointer = checkpointer
         self._logged_since_checkpoint = False
         self._wake_upkeep: trio.Event | None = None
+        self._lock_refusal: str | None = None
+        """What to say (`_locked`) while another process holds the database file: set when a
+        write waited BUSY_TIMEOUT_SECONDS for it in vain, until a write takes it again. Writes
+        meanwhile wait LOCKED_WAIT_SECONDS for it, and `ping` tries a write of its own."""
+        self._writer_wait = BUSY_TIMEOUT_SECONDS
+        """The busy timeout the writer connection has now (set in the writer's thread)."""
 
     @classmethod
     def open(
@@ -336,13 +346,17 @@ class SqliteStorage(SqlStorage):
 
     # -- the runner -------------------------------------------------------------------------
 
-    def _transact(self, work: Work[T], durable: bool) -> tuple[T, list[Announcement]]:
-        """Run `work` in one `BEGIN IMMEDIATE` transaction on the writer (in its thread).
+    def _transact(self, work: Work[T], durable: bool, wait: float) -> tuple[T, list[Announcement]]:
+        """Run `work` in one `BEGIN IMMEDIATE` transaction on the writer (in its thread),
+        waiting at most `wait` seconds for another process's lock on the file.
 
         Whatever fails, the work or the COMMIT itself (a deferred constraint, a full disk, a
         busy database: SQLite then leaves the transaction open), the transaction is rolled
         back, so nothing of it is stored and the writer is ready for the next one."""
         with _translate_errors():
+            if wait != self._writer_wait:
+                self._writer.execute(f"PRAGMA busy_timeout = {round(wait * 1000)}")
+                self._writer_wait = wait
             if not durable:
                 self._writer.execute("PRAGMA synchronous = OFF")
             try:
@@ -373,15 +387,24 @@ class SqliteStorage(SqlStorage):
         next durable commit).
         A disk that takes no more (full, failing, a file-size limit) raises DiskFull, which
         names it with what to check (and `ping` says the database takes no writes for a while:
-        `LifecycleSql.ping`)."""
+        `LifecycleSql.ping`).
+        A file another process held locked past BUSY_TIMEOUT_SECONDS raises StorageUnavailable
+        saying so (`_locked`); until a write takes the lock again, writes wait for it only
+        LOCKED_WAIT_SECONDS and `ping` says the database takes no writes (`_lock_refusal`)."""
         async with self._write_lock:
             changes = self._writer.total_changes
+            wait = BUSY_TIMEOUT_SECONDS if self._lock_refusal is None else LOCKED_WAIT_SECONDS
             try:
-                return await trio.to_thread.run_sync(self._transact, work, durable)
+                outcome = await trio.to_thread.run_sync(self._transact, work, durable, wait)
             except StorageUnavailable as exc:
                 cause = exc.__cause__
                 if isinstance(cause, sqlite3.Error) and locked(cause):
-                    raise StorageUnavailable(_locked(self.path)) from exc
+                    if self._lock_refusal is None:
+                        self._lock_refusal = _locked(self.path)
+                        log.warning(
+                            "%s; until it lets go, writes are refused at once", self._lock_refusal
+                        )
+                    raise StorageUnavailable(self._lock_refusal) from exc
                 if not (isinstance(cause, sqlite3.Error) and disk_refused(cause)):
                     raise
                 raise DiskFull(_disk_failure(self.path, exc)) from exc
@@ -395,6 +418,12 @@ class SqliteStorage(SqlStorage):
                 if changes_routing:
                     self._routing.clear()
                     self._routing_generation += 1
+            if self._lock_refusal is not None:
+                self._lock_refusal = None
+                log.info(
+                    "sqlite:///%s: the other process let go of it; writes are taken", self.path
+                )
+            return outcome
 
     def _remembered(self, routing: tuple[str, str]) -> object | None:
         """The routing answer `routing` as remembered now, or None when none is."""
@@ -450,6 +479,14 @@ class SqliteStorage(SqlStorage):
         finally:
             connection.close()
 
+    async def ping(self) -> None:
+        """As `LifecycleSql.ping`; and while another process holds the file locked
+        (`_lock_refusal`), raise StorageUnavailable saying so unless a write of this check's
+        own (it takes the lock and commits nothing) finds it let go."""
+        await super().ping()
+        if self._lock_refusal is not None:
+            await self._write(_take_the_lock)
+
     async def announce(self, news: Sequence[Announcement]) -> None:
         """Nothing to do: this process is the only one on the database, so no other replica
         has to hear of `news`."""
@@ -504,6 +541,10 @@ class SqliteStorage(SqlStorage):
             self._writer.close()
         for connection in [*self._readers, self._checkpointer]:
             connection.close()
+
+
+def _take_the_lock(tx: Transaction) -> None:
+    """Nothing: the write `ping` tries only to see whether it gets the lock on the file."""
 
 
 def _read_on(connection: sqlite3.Connection, work: Work[T], snapshot: bool) -> T:
