@@ -389,16 +389,19 @@ class SqliteStorage(SqlStorage):
         names it with what to check (and `ping` says the database takes no writes for a while:
         `LifecycleSql.ping`).
         A file another process held locked past BUSY_TIMEOUT_SECONDS raises StorageUnavailable
-        saying so (`_locked`); until a write takes the lock again, writes wait for it only
-        LOCKED_WAIT_SECONDS and `ping` says the database takes no writes (`_lock_refusal`)."""
+        saying so (`_locked`); until a write takes the lock again (whether it then commits or
+        not), writes wait for it only LOCKED_WAIT_SECONDS and `ping` says the database takes
+        no writes (`_lock_refusal`)."""
         async with self._write_lock:
             changes = self._writer.total_changes
             wait = BUSY_TIMEOUT_SECONDS if self._lock_refusal is None else LOCKED_WAIT_SECONDS
+            took_the_lock = True  # whatever else failed, it failed inside the transaction
             try:
-                outcome = await trio.to_thread.run_sync(self._transact, work, durable, wait)
+                return await trio.to_thread.run_sync(self._transact, work, durable, wait)
             except StorageUnavailable as exc:
                 cause = exc.__cause__
                 if isinstance(cause, sqlite3.Error) and locked(cause):
+                    took_the_lock = False
                     if self._lock_refusal is None:
                         self._lock_refusal = _locked(self.path)
                         log.warning(
@@ -418,12 +421,12 @@ class SqliteStorage(SqlStorage):
                 if changes_routing:
                     self._routing.clear()
                     self._routing_generation += 1
-            if self._lock_refusal is not None:
-                self._lock_refusal = None
-                log.info(
-                    "sqlite:///%s: the other process let go of it; writes are taken", self.path
-                )
-            return outcome
+                if took_the_lock and self._lock_refusal is not None:
+                    self._lock_refusal = None
+                    log.info(
+                        "sqlite:///%s: the other process let go of it; writes are taken",
+                        self.path,
+                    )
 
     def _remembered(self, routing: tuple[str, str]) -> object | None:
         """The routing answer `routing` as remembered now, or None when none is."""
