@@ -344,9 +344,11 @@ async def run_gateway(
                 gateway.schema_watch,
             )
             await nursery.start(acceptors.serve)
-        await nursery.start(serve_http, gateway, http_sock)
         # Jobs this replica held when it last stopped are free again before its workers start.
         await gateway.storage.release_leases()
+        # HTTP last, nothing awaited after it: once /api/health answers, the start is over,
+        # and a stop signal drains (serve_until_signal) rather than cutting a start short.
+        await nursery.start(serve_http, gateway, http_sock)
         nursery.start_soon(_deliver_webhooks, gateway)
         nursery.start_soon(supervise, "outbound worker", OutboundWorker(gateway).run)
         nursery.start_soon(supervise, "approval worker", ApprovalWorker(gateway).run)

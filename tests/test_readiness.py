@@ -129,3 +129,38 @@ def test_a_bad_drain_time_stops_start_up(tmp_path: Path, value: str) -> None:
     result = run_e2a("serve", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 1
     assert "http.drain_seconds" in result.stderr
+
+
+def test_a_signal_at_the_first_health_answer_drains(tmp_path: Path) -> None:
+    """Once `/api/health` answers, the gateway serves (a load balancer may send it traffic): a
+    stop signal then drains, never ending the start at once as a signal still starting does.
+    The signal goes the moment the first answer comes, health asked without a pause."""
+    from tests.test_cli import E2A
+
+    smtp_port, http_port = free_port(), free_port()
+    config = draining_config(tmp_path, "1", smtp_port, http_port)
+    process = subprocess.Popen(
+        [*E2A, "serve", "--config", str(config)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        with httpx.Client(timeout=1) as client:
+            while True:
+                assert time.monotonic() < deadline and process.poll() is None, "never healthy"
+                try:
+                    if client.get(f"http://127.0.0.1:{http_port}/api/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+    stderr = process.stderr.read() if process.stderr else ""
+    assert "draining for 1 s" in stderr and "while starting" not in stderr, stderr[-2000:]
