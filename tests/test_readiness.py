@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from e2a_gateway.app import ECHO_SECONDS, RunningGateway
-from tests.test_cli import free_port, launch, run_e2a, write_config
+from tests.test_cli import E2A, free_port, launch, run_e2a, write_config
 
 DRAIN_SECONDS = 3.0
 
@@ -135,8 +135,6 @@ def test_a_signal_at_the_first_health_answer_drains(tmp_path: Path) -> None:
     """Once `/api/health` answers, the gateway serves (a load balancer may send it traffic): a
     stop signal then drains, never ending the start at once as a signal still starting does.
     The signal goes the moment the first answer comes, health asked without a pause."""
-    from tests.test_cli import E2A
-
     smtp_port, http_port = free_port(), free_port()
     config = draining_config(tmp_path, "1", smtp_port, http_port)
     process = subprocess.Popen(
