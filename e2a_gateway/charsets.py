@@ -22,6 +22,7 @@ from functools import partial
 
 from e2a_gateway.email_policies import READING, HeaderClassesOnce
 from e2a_gateway.rfc5322 import HeaderFields
+from e2a_gateway.utf8_cuts import utf8_prefix, utf8_size
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _LINE_BREAKS = re.compile(r"[\r\n]+")
@@ -428,13 +429,12 @@ _EXTENSION = re.compile(r"(?:\.[^.\s]{1,16}){1,2}$")
 def _within_file_name_bytes(name: str) -> str:
     """`name` cut to MAX_FILE_NAME_BYTES of UTF-8, before its extension (`_EXTENSION`),
     which is kept, and between characters: saving a file of a longer name fails."""
-    if len(name.encode("utf-8", "surrogatepass")) <= MAX_FILE_NAME_BYTES:
+    if utf8_size(name) <= MAX_FILE_NAME_BYTES:
         return name
     found = _EXTENSION.search(name)
     extension = found.group() if found and found.start() > 0 else ""
-    room = MAX_FILE_NAME_BYTES - len(extension.encode("utf-8", "surrogatepass"))
-    stem = name[: len(name) - len(extension)].encode("utf-8", "surrogatepass")[:room]
-    return stem.decode("utf-8", "ignore").rstrip() + extension
+    room = MAX_FILE_NAME_BYTES - utf8_size(extension)
+    return utf8_prefix(name[: len(name) - len(extension)], room).rstrip() + extension
 
 
 def part_filename(part: MIMEPart) -> str | None:

@@ -16,8 +16,8 @@ from e2a_gateway.mcp.bounds import (
     byte_shares,
     cut_in_turn,
     fitted,
-    utf8_prefix,
 )
+from e2a_gateway.utf8_cuts import utf8_prefix
 
 
 def test_shares_are_equal_and_what_is_left_goes_to_the_longer() -> None:

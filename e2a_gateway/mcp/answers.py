@@ -15,10 +15,9 @@ from e2a_gateway.mcp.bounds import (
     MAX_QUOTED_BYTES,
     byte_shares,
     cut_in_turn,
-    utf8_prefix,
-    utf8_size,
 )
 from e2a_gateway.mcp.toolkit import ToolFailure
+from e2a_gateway.utf8_cuts import utf8_prefix, utf8_size
 from e2a_gateway.v1 import (
     AsyncInboundEmail,
     MessageSummary,

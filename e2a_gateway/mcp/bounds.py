@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from e2a_gateway.utf8_cuts import utf8_prefix, utf8_size
+
 CUT_MARK = "…[cut]"
 """Ends a string this module cut."""
 MAX_ANSWER_BYTES = 768 * 1024
@@ -61,19 +63,6 @@ def bounded_row(node: Any, key: str = "") -> Any:
             node = cut_list(node, MAX_ROW_ADDRESSES)
         return [bounded_row(item, key) for item in node]
     return node
-
-
-def utf8_size(text: str | None) -> int:
-    """How many bytes `text` takes in UTF-8."""
-    return len(text.encode("utf-8", "surrogatepass")) if text else 0
-
-
-def utf8_prefix(text: str, size: int) -> str:
-    """The longest start of `text` that takes at most `size` bytes in UTF-8."""
-    encoded = text.encode("utf-8", "surrogatepass")
-    if len(encoded) <= size:
-        return text
-    return encoded[:size].decode("utf-8", "ignore")
 
 
 def byte_shares(sizes: dict[str, int], budget: int) -> dict[str, int]:

@@ -24,8 +24,6 @@ from e2a_gateway.mcp.bounds import (
     bounded_row,
     byte_shares,
     cut_in_turn,
-    utf8_prefix,
-    utf8_size,
 )
 from e2a_gateway.mcp.mailbox_tools import present
 from e2a_gateway.mcp.port import GatewayPort
@@ -40,6 +38,7 @@ from e2a_gateway.mcp.toolkit import (
     either,
     idempotency_key,
 )
+from e2a_gateway.utf8_cuts import utf8_prefix, utf8_size
 
 WAIT_DEFAULT_SECONDS = 60
 WAIT_MAX_SECONDS = 300

@@ -18,6 +18,7 @@ import trio
 
 from e2a_gateway.api.v1.views import present
 from e2a_gateway.inbound.replies import split_reply
+from e2a_gateway.utf8_cuts import utf8_prefix
 
 MAX_TEXT_BYTES = 16 * 1024
 """The parsed text's bound, in UTF-8 (e2a's): enough for what people write, and a guard
@@ -68,7 +69,5 @@ def _compact(text: str) -> str:
 
 def _cut(text: str, limit: int) -> tuple[str, bool]:
     """`text` within `limit` bytes of UTF-8, cut between characters; and whether it was cut."""
-    encoded = text.encode("utf-8", "replace")
-    if len(encoded) <= limit:
-        return text, False
-    return encoded[:limit].decode("utf-8", "ignore").rstrip(), True
+    shown = utf8_prefix(text, limit)
+    return (text, False) if shown is text else (shown.rstrip(), True)
