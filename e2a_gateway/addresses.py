@@ -198,6 +198,19 @@ def normalise_recipient(address: str) -> str:
     return f"{local}@{normalise_domain(domain)}"
 
 
+def envelope_recipients(*fields: list[str]) -> list[str]:
+    """The addresses of To, Cc and Bcc (`fields`) as a message's envelope names them: each
+    normalised (`normalise_recipient`; lowercased where it is not a valid address), once, in
+    order."""
+    addresses: dict[str, None] = {}
+    for address in (address for field in fields for address in field):
+        try:
+            addresses[normalise_recipient(address)] = None
+        except AddressError:
+            addresses[address.strip().lower()] = None
+    return list(addresses)
+
+
 def _check_utf8_local(address: str, local: str) -> None:
     """AddressError unless `local` (beyond ASCII) is a dot-atom of atext and UTF-8 characters
     (RFC 6531 section 3.3) of at most MAX_LOCAL_OCTETS octets, without a control, surrogate,

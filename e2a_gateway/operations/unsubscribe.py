@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from e2a_gateway.addresses import AddressError, normalise_recipient
+from e2a_gateway.addresses import envelope_recipients
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations.errors import Invalid, NotFound
 from e2a_gateway.operations.rate_limits import NamedLimit, count_request, counted_address
@@ -25,22 +25,10 @@ LINK_WINDOW_SECONDS = 60
 """The window of `limits.unsubscribe_requests_per_ip_per_minute`."""
 
 
-def distinct_recipients(*lists: list[str]) -> set[str]:
-    """The envelope recipients of To, Cc and Bcc, each once, normalised as the send worker
-    normalises them."""
-    found: set[str] = set()
-    for address in (address for addresses in lists for address in addresses):
-        try:
-            found.add(normalise_recipient(address))
-        except AddressError:
-            found.add(address.strip().lower())
-    return found
-
-
 def check_recipients(mode: str | None, *, to: list[str], cc: list[str], bcc: list[str]) -> None:
     """Invalid (400 `invalid_request`) when a message opting into managed unsubscribe (`mode`
     not None) goes to other than exactly one address."""
-    if mode is not None and len(distinct_recipients(to, cc, bcc)) != 1:
+    if mode is not None and len(envelope_recipients(to, cc, bcc)) != 1:
         raise Invalid("invalid_request", ONE_RECIPIENT)
 
 

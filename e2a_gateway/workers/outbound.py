@@ -23,10 +23,9 @@ from typing import Literal
 import trio
 
 from e2a_gateway.addresses import (
-    AddressError,
     Mailbox,
+    envelope_recipients,
     format_mailbox,
-    normalise_recipient,
     unsendable,
 )
 from e2a_gateway.clock import parse_timestamp
@@ -116,13 +115,7 @@ class Verdict:
 def recipients_of(message: OutboundMessage) -> list[str]:
     """To, Cc and Bcc, normalised (`normalise_recipient`; lowercased where not a valid address),
     each once."""
-    addresses: dict[str, None] = {}
-    for address in [*message.to, *message.cc, *message.bcc]:
-        try:
-            addresses[normalise_recipient(address)] = None
-        except AddressError:
-            addresses[address.strip().lower()] = None
-    return list(addresses)
+    return envelope_recipients(message.to, message.cc, message.bcc)
 
 
 def sender_mailbox(address: str, name: str | None) -> str:
