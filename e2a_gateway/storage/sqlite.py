@@ -225,7 +225,7 @@ def _locked(path: str) -> str:
         f"database.url: sqlite:///{path} is locked by another process (waited "
         f"{BUSY_TIMEOUT_SECONDS:g} s) — end the program that holds it, such as a sqlite3 shell "
         f"or a backup left inside a transaction (`fuser -v {path}` names it); back a live "
-        "database up with sqlite3's .backup (docs/deploy.md, Backups)"
+        "database up with e2a backup (docs/deploy.md, Backups)"
     )
 
 
