@@ -945,6 +945,7 @@ shared = [
     "e2a_gateway.mime_bounds",
     "e2a_gateway.mime_parse",
     "e2a_gateway.rfc5322",
+    "e2a_gateway.utf8_cuts",
 ]
 assert loaded == shared, loaded
 from e2a_gateway.cli.main import main
