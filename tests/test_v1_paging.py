@@ -94,10 +94,21 @@ class Listing:
 
 
 async def _remove_conversation(scene: Scene, row: dict[str, Any]) -> None:
+    """Delete each message of the conversation; one the send worker is still handing to the
+    relay answers `409 send_in_progress` until it is sent, so that one is deleted once it is."""
     detail = await scene.account.http.get(scene.agent_path(f"/conversations/{row['id']}"))
     assert detail.status_code == 200, detail.text
     for message in detail.json()["messages"]:
-        await scene.delete(scene.agent_path(f"/messages/{message['id']}"))
+        path = scene.agent_path(f"/messages/{message['id']}")
+
+        async def deleted(path: str = path) -> bool:
+            answer = await scene.account.http.delete(path, params={"confirm": "DELETE"})
+            if answer.status_code == 409 and answer.json()["error"]["code"] == "send_in_progress":
+                return False
+            assert answer.status_code == 200, answer.text
+            return True
+
+        await wait_until(deleted)
 
 
 LISTINGS = [
