@@ -3822,3 +3822,60 @@ async def test_a_scheduled_send_waits_for_its_time_and_the_trash_pauses_it(
     for message_id in ("msg_far", "msg_held"):
         gone = await storage.get_outbound(alice, message_id)
         assert gone is not None and gone.status == "failed", message_id
+
+
+@contextmanager
+def agent_restore_under_way(storage_url: str, agent_email: str) -> Iterator[Callable[[], None]]:
+    """Another replica's restore of the agent, begun on a connection of its own: the agent row
+    is back in service but not committed (and holds what the restore holds: the row on
+    PostgreSQL, the database's write lock on SQLite). Its rearming of the agent's scheduled
+    mail has found nothing: the message is still in the trash as that replica sees it. The
+    function given commits it."""
+    update = "UPDATE agents SET deleted_at = NULL WHERE email = ?"
+    if storage_url.startswith("sqlite:///"):
+        lite = sqlite3.connect(storage_url.removeprefix("sqlite:///"), isolation_level=None)
+        with contextlib.closing(lite):
+            lite.execute("BEGIN IMMEDIATE")
+            lite.execute(update, (agent_email,))
+            yield partial(lite.execute, "COMMIT")
+        return
+    with psycopg.connect(storage_url) as connection:
+        connection.execute(update.replace("?", "%s"), (agent_email,))
+        yield connection.commit
+
+
+async def test_a_scheduled_message_restored_beside_its_agents_restore_is_rearmed_once(
+    storage: Storage, storage_url: str
+) -> None:
+    """Restoring a scheduled message while another replica restores its agent: neither
+    transaction saw the other's change under PostgreSQL's read committed, and the message came
+    back with no send job, never to be sent. The message's restore now waits for the agent's
+    row, then sees the agent in service and re-arms the send itself, once."""
+    alice = await add_user(storage)
+    bot = "bot@agents.test"
+    await storage.add_agent(make_agent(alice, bot))
+    due = time.time() + 3600
+    await storage.add_outbound(
+        replace(make_outbound(alice, bot, "msg_later", "queued"), scheduled_at=due)
+    )
+    await storage.trash_message(alice, bot, "msg_later", NOW)
+    await storage.trash_agent(alice, bot, NOW)
+    outbound_jobs = "SELECT message_id, run_at FROM jobs WHERE kind = 'outbound'"
+    assert query(storage_url, outbound_jobs) == []
+
+    restored: list[FiledMessage | None] = []
+    with agent_restore_under_way(storage_url, bot) as commit:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: _append(restored, storage.restore_message(alice, bot, "msg_later"))
+            )
+            await trio.sleep(0.3)
+            assert restored == [], "the message's restore went on beside the agent's"
+            commit()
+    (before,) = restored
+    assert before is not None and before.deleted_at == NOW
+    assert query(storage_url, outbound_jobs) == [("msg_later", due)]
+
+
+async def _append(into: list[Any], value: Awaitable[Any]) -> None:
+    into.append(await value)

@@ -298,6 +298,10 @@ class MailboxSql(Runner):
         scope = (user_id, agent_email, message_id)
 
         def restore(tx: Transaction) -> FiledMessage | None:
+            # The agent's row first, as the agent's restore takes it: one restoring the agent
+            # beside this one then either re-arms this message once it is back, or has
+            # committed before `agent_trashed` reads it here.
+            tx.lock_row("agents", "email", agent_email)
             tx.lock_row("messages", "id", message_id)
             before = _one(tx, scope)
             tx.execute(
