@@ -49,6 +49,12 @@ class Expected:
 HARD_BOUNCE = Expected([(CAROL, "permanent")], "5.1.1", [(CAROL, "bounce")], [], "bounced")
 NOTHING = Expected()
 
+
+def undetermined(detail: str) -> Expected:
+    """A failure of Carol's that says nothing against her address: nobody suppressed."""
+    return Expected([(CAROL, "undetermined")], detail, [], [], "bounced")
+
+
 CASES: list[tuple[str, Target, Expected]] = [
     ("postfix_user_unknown.eml", "carol", HARD_BOUNCE),
     ("exim_dsn.eml", "carol", HARD_BOUNCE),  # Status 5.0.0 refined by its Diagnostic-Code
@@ -78,15 +84,23 @@ CASES: list[tuple[str, Target, Expected]] = [
     ),
     ("forged_token.eml", "forged", NOTHING),  # refused at RCPT TO
     ("forged_token.eml", "dave", NOTHING),  # Dave's own path, a report about Carol
-    # A Status that is no RFC 3463 code: no guess at the address, and the event says why
-    ("malformed_status_5_1.eml", "carol", Expected([(CAROL, "undetermined")], "Status: 5.1")),
-    (
-        "malformed_status_5_1_1_1.eml",
-        "carol",
-        Expected([(CAROL, "undetermined")], "Status: 5.1.1.1"),
-    ),
-    ("malformed_status_abc.eml", "carol", Expected([(CAROL, "undetermined")], "Status: abc")),
+    # A Status that is no RFC 3463 code: no guess at the address, and the event says why; Carol
+    # did not get it all the same (Action: failed)
+    ("malformed_status_5_1.eml", "carol", undetermined("Status: 5.1")),
+    ("malformed_status_5_1_1_1.eml", "carol", undetermined("Status: 5.1.1.1")),
+    ("malformed_status_abc.eml", "carol", undetermined("Status: abc")),
     ("malformed_status_with_diagnostic.eml", "carol", HARD_BOUNCE),  # its code is the diagnostic's
+    # Refusals that say nothing against the address (nobody suppressed), but Carol did not get it
+    (
+        "gmail_dmarc_blocked.eml",  # 5.7.26: the agent's domain failed DMARC
+        "carol",
+        Expected([(CAROL, "transient")], "5.7.26", [], [], "bounced"),
+    ),
+    (
+        "postfix_gave_up.eml",  # Action: failed, Status: 4.4.1: the remote MTA stopped trying
+        "carol",
+        Expected([(CAROL, "transient")], "Connection timed out", [], [], "bounced"),
+    ),
 ]
 
 
@@ -207,3 +221,38 @@ async def test_returned_mail_is_recorded_as_its_report_says(
     viewed = await alice.http.get(f"/v1/agents/{sent.agent}/messages/{sent.message_id}")
     assert viewed.status_code == 200, viewed.text
     assert viewed.json()["delivery_status"] == expected.delivery_status
+
+
+async def test_a_reported_failure_that_suppresses_nobody_still_says_who_did_not_get_it(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """Gmail refusing Carol's copy for the agent's DMARC (5.7.26) after the relay took it: the
+    owner sees the message bounced for Carol, and why, on /v1 (delivery state, detail and
+    lifecycle) and on /api/v1 (its `error`), not `sent`; Carol is not suppressed."""
+    alice: Account = await make_account("alice@example.com")
+    sent = await send_to_three(alice, sink)
+    report = filled_in("gmail_dmarc_blocked.eml", sent.carol_path, sent)
+    await smtp_send(running.addresses.smtp_port, [sent.carol_path], report, sender="")
+
+    viewed = await alice.http.get(f"/v1/agents/{sent.agent}/messages/{sent.message_id}")
+    assert viewed.status_code == 200, viewed.text
+    assert viewed.json()["delivery_status"] == "bounced"
+    detail = viewed.json()["delivery_detail"]
+    assert detail.startswith(f"{CAROL}: bounced: ") and "5.7.26" in detail, detail
+    assert DAVE not in detail and ERIN not in detail
+    lifecycle = await alice.http.get(
+        f"/v1/agents/{sent.agent}/messages/{sent.message_id}/lifecycle"
+    )
+    assert lifecycle.status_code == 200, lifecycle.text
+    steps = [
+        (step["stage"], step["outcome"], step["reason_code"], step.get("recipient"))
+        for step in lifecycle.json()["items"]
+    ]
+    assert ("delivery", "bounced", "delivery.transient_bounce", CAROL) in steps, steps
+    assert not [step for step in steps if step[0] == "suppression"], steps
+    legacy = await alice.http.get(f"/api/v1/messages/{sent.message_id}")
+    assert legacy.status_code == 200, legacy.text
+    assert legacy.json()["status"] == "sent"  # Dave and Erin got it
+    assert "5.7.26" in legacy.json()["error"], legacy.json()
+    listed = await alice.http.get("/v1/account/suppressions")
+    assert listed.json()["items"] == []

@@ -17,6 +17,7 @@ from e2a_gateway.storage.rows import (
     RECIPIENT_REFUSED_PREFIX,
     RELAY_REFUSAL,
     bounced_result,
+    reported_bounce_type,
 )
 from e2a_gateway.storage.vocabulary import (
     BOUNCED,
@@ -53,7 +54,7 @@ NOT_SENT = {
 def recipient_state(result: str) -> str:
     """The delivery state of a recipient whose hand-off came to `result`: `sent` when the relay
     or a local inbox took it, `bounced` when the relay refused its address for good (a 5xx to
-    its RCPT) or a permanent bounce report came back for it, else `failed` (refused otherwise,
+    its RCPT) or a failure report came back for it, else `failed` (refused otherwise,
     or given up on)."""
     if result == RECIPIENT_ACCEPTED or result.startswith(RECIPIENT_LOCAL_PREFIX):
         return "sent"
@@ -73,11 +74,9 @@ def refusal_bounce_type(result: str) -> BounceType | None:
 
 def bounce_type(result: str) -> BounceType | None:
     """How a recipient whose hand-off came to `result` bounced, as its `email.bounced` event
-    says: `permanent` for a bounce report (only permanent ones are kept among the results), a
-    refusal at RCPT as `refusal_bounce_type` reads it; None when it did not bounce."""
-    if result.startswith(RECIPIENT_BOUNCED_PREFIX):
-        return "permanent"
-    return refusal_bounce_type(result)
+    says: a failure report's type as it was recorded (`reported_bounce_type`), a refusal at
+    RCPT as `refusal_bounce_type` reads it; None when it did not bounce."""
+    return reported_bounce_type(result) or refusal_bounce_type(result)
 
 
 def delivery_state(message: FiledMessage) -> tuple[str, str | None]:

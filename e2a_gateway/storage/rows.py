@@ -25,6 +25,8 @@ from e2a_gateway.storage.base import (
     ApiKey,
     AttachmentInfo,
     BodyPreview,
+    BouncedRecipient,
+    BounceType,
     ConversationClaim,
     Domain,
     FinishedAttempt,
@@ -751,7 +753,7 @@ RECIPIENT_REFUSED_PREFIX = "refused: "
 RECIPIENT_BOUNCED_PREFIX = "bounced: "
 """How the send worker records a settled recipient of an outbound message: the relay accepted
 it, a local inbox took it (`local <how>`), or the relay refused it (`refused: <reply>`); and how
-a permanent bounce report about a recipient the relay took is recorded (`bounced: <detail>`)."""
+a failure report about a recipient the relay took is recorded (`reported_result`)."""
 RELAY_REFUSAL = re.compile(r"^RCPT TO: (5\d\d)(?:[ -](5\.\d{1,3}\.\d{1,3}))?")
 """A relay's permanent reply to one recipient (`RCPT TO: 550 5.1.1 …`): its code and, when
 given, its enhanced code. Only RCPT's reply is about the address: a refusal while the session
@@ -759,9 +761,34 @@ is set up (greeting, EHLO, STARTTLS, AUTH), of the sender (MAIL FROM) or of the 
 fails the message, but says nothing of its recipients, and suppresses none of them."""
 
 
+def reported_result(bounced: BouncedRecipient) -> str:
+    """The result of a recipient a failure report came back for: `bounced: <detail>` for a
+    permanent bounce, `bounced: transient: <detail>` (or `undetermined`) for a failure that
+    says nothing against the address (mailbox full, the agent's DMARC refused, the remote MTA
+    gave up retrying): the recipient did not get the message either way."""
+    kind = "" if bounced.bounce_type == "permanent" else f"{bounced.bounce_type}: "
+    detail = bounced.detail or f"{bounced.bounce_type} bounce reported"
+    return f"{RECIPIENT_BOUNCED_PREFIX}{kind}{detail}"
+
+
+def reported_bounce_type(result: str) -> BounceType | None:
+    """How a recipient bounced by the failure report its `result` records (`reported_result`);
+    None when no report came back for it."""
+    if not result.startswith(RECIPIENT_BOUNCED_PREFIX):
+        return None
+    rest = result.removeprefix(RECIPIENT_BOUNCED_PREFIX)
+    for kind in _NOT_PERMANENT:
+        if rest.startswith(f"{kind}: "):
+            return kind
+    return "permanent"
+
+
+_NOT_PERMANENT: tuple[BounceType, ...] = ("transient", "undetermined")
+
+
 def bounced_result(result: str) -> bool:
     """Whether a recipient's `result` says its mail bounced: the relay refused the address for
-    good (a 5xx to its RCPT) or a permanent bounce report came back for it. Such a recipient is
+    good (a 5xx to its RCPT) or a failure report came back for it. Such a recipient is
     `bounced` on `/v1` (outbound/rollup.py), and mail that reached nobody and bounced for one of
     its recipients is stored as `bounced` rather than `failed`, in whichever attempt that was."""
     if result.startswith(RECIPIENT_BOUNCED_PREFIX):

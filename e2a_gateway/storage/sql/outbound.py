@@ -51,7 +51,6 @@ from e2a_gateway.storage.rows import (
     OUTBOUND_STATUS_INDEX,
     OUTBOUND_SUMMARY_COLUMNS,
     RECIPIENT_ACCEPTED,
-    RECIPIENT_BOUNCED_PREFIX,
     RECIPIENT_LOCAL_PREFIX,
     RECIPIENT_RESULTS,
     SCHEDULE_CANCELED_ERROR,
@@ -63,6 +62,7 @@ from e2a_gateway.storage.rows import (
     outbound_job_kind,
     outbound_params,
     recipient_results,
+    reported_bounce_type,
     settled_recipient_results,
 )
 from e2a_gateway.storage.sql.events import record_events
@@ -394,7 +394,7 @@ def _finish(tx: Transaction, attempt: SendAttempt) -> None:
         # Each recipient's result is kept: `/v1` reports the worst of them (outbound/rollup.py).
         # A permanent bounce reported while others were retried makes it `bounced` now, mail
         # approved at its deadline included (which otherwise stays `expired_approved`).
-        reported = any(r.startswith(RECIPIENT_BOUNCED_PREFIX) for r in settled.values())
+        reported = any(reported_bounce_type(r) == "permanent" for r in settled.values())
         tx.execute(
             f"UPDATE messages SET status = CASE WHEN ? THEN '{BOUNCED}' "
             f"WHEN status = '{EXPIRED_APPROVED}' THEN status ELSE '{SENT}' END, "

@@ -32,10 +32,11 @@ from e2a_gateway.storage.base import (
 )
 from e2a_gateway.storage.rows import (
     OUTBOUND_COLUMNS,
-    RECIPIENT_BOUNCED_PREFIX,
     RECIPIENT_RESULTS,
     decode_outbound,
     recipient_results,
+    reported_bounce_type,
+    reported_result,
 )
 from e2a_gateway.storage.sql.events import record_events
 from e2a_gateway.storage.sql.runner import Runner
@@ -171,17 +172,19 @@ def bounce_recorded(
 
 
 def _record_reported(tx: Transaction, message_id: str, bounced: Sequence[BouncedRecipient]) -> None:
-    """Keep each permanent bounce of a report among the message's per-recipient results
-    (`bounced: <detail>`, in place of the relay's acceptance), which `/v1` rolls up."""
-    reported = [item for item in bounced if item.bounce_type == "permanent"]
-    if not reported:
-        return
+    """Keep each failure of a report among the message's per-recipient results
+    (`reported_result`, in place of the relay's acceptance), which `/v1` rolls up: whatever its
+    type, the recipient did not get the message. A permanent bounce recorded already is not
+    replaced by a report that says less against the address."""
     (stored,) = tx.first(RECIPIENT_RESULTS, (message_id,)) or (None,)
     results = recipient_results(stored)
     keys = {recipient.lower(): recipient for recipient in results}
-    for item in reported:
+    for item in bounced:
         key = keys.get(item.address.lower(), item.address)  # as the message names them
-        results[key] = RECIPIENT_BOUNCED_PREFIX + (item.detail or "permanent bounce reported")
+        earlier = reported_bounce_type(results.get(key, ""))
+        if earlier == "permanent" and item.bounce_type != "permanent":
+            continue
+        results[key] = reported_result(item)
     tx.execute(
         "UPDATE messages SET auth_results_json = ? WHERE id = ?", (json.dumps(results), message_id)
     )
