@@ -156,10 +156,26 @@ def test_dns_trouble_is_temperror() -> None:
     assert outcome.result == "temperror"
 
 
-def test_unparsable_client_address_is_permerror() -> None:
+@pytest.mark.parametrize("client_ip", ["not-an-ip", "unknown", ""])
+def test_unparsable_client_address_is_permerror_for_the_domain_checked(client_ip: str) -> None:
+    """The gateway names a client whose address it could not read `unknown`: no address, no
+    policy to match it against, and the result still names the MAIL FROM domain it was for."""
     resolver = FixtureResolver.from_zone(ZONE)
-    outcome = check_spf(resolver, client_ip="not-an-ip", helo="h.test", mail_from="a@example.org")
-    assert outcome.result == "permerror"
+    outcome = check_spf(resolver, client_ip=client_ip, helo="h.test", mail_from="a@example.org")
+    assert (outcome.result, outcome.domain, outcome.scope) == (
+        "permerror",
+        "example.org",
+        "mailfrom",
+    )
+
+
+@pytest.mark.parametrize("client_ip", ["fe80::25%eth0", "fe80::25%2"])
+def test_a_scoped_ipv6_client_is_checked_by_its_address(client_ip: str) -> None:
+    """A client on a link-local IPv6 address is named with its zone (`fe80::25%eth0`), as the
+    socket gives it; the zone is no part of the address SPF matches."""
+    resolver = FixtureResolver.from_zone({"link.example": {"TXT": ["v=spf1 ip6:fe80::/10 -all"]}})
+    outcome = check_spf(resolver, client_ip=client_ip, helo="h.test", mail_from="a@link.example")
+    assert (outcome.result, outcome.domain) == ("pass", "link.example")
 
 
 def test_pyspf_cannot_reach_dns_outside_a_check() -> None:

@@ -53,16 +53,18 @@ def check_spf(resolver: Resolver, *, client_ip: str, helo: str, mail_from: str) 
         domain = _a_labels(domain)
         mail_from = f"{local}@{domain}"
     helo = _a_labels(helo)
-    try:
-        query = spf.query(i=client_ip, s=mail_from, h=helo)
-    except spf.PermError as exc:  # an unparsable client address
-        return SpfResult("permerror", helo, scope, str(exc))
+    query = spf.query(i="", s=mail_from, h=helo)  # the address is set below
     if at:
         # pyspf splits the sender at its first `@`, but a quoted local part may hold one
         # (`"billing@victim.example"@example.org`): the domain follows the last. No local
         # part reads as `postmaster` (RFC 7208 section 4.3), as pyspf has it.
         query.l, query.o = local or "postmaster", domain
         query.d = domain
+    try:
+        # A link-local IPv6 client comes with its zone (`fe80::1%eth0`), no part of its address.
+        query.set_ip(client_ip.partition("%")[0])
+    except spf.PermError as exc:  # no client address (`unknown`): nothing to match
+        return SpfResult("permerror", query.o, scope, str(exc))
     token = _resolver.set(resolver)
     try:
         result, _code, explanation = query.check()
