@@ -135,6 +135,48 @@ def test_dns_trouble_is_temperror_and_alignment_falls_back_to_strict() -> None:
 
 
 @pytest.mark.parametrize(
+    ("spf", "spf_domain", "dkim_temperror", "dkim_passed", "expected"),
+    [
+        ("temperror", "example.com", (), (), ("temperror", "reject")),
+        ("temperror", "bounces.example.com", (), (), ("temperror", "reject")),
+        ("fail", "example.com", ("example.com",), (), ("temperror", "reject")),
+        ("temperror", "evil.test", ("evil.test",), (), ("fail", "reject")),
+        ("temperror", "example.com", (), ("example.com",), ("pass", "reject")),
+        ("temperror", "bounces.strict.example", (), (), ("fail", "quarantine")),
+    ],
+    ids=[
+        "aligned SPF timed out",
+        "SPF of a subdomain timed out, relaxed",
+        "an aligned signature's key timed out",
+        "only unaligned checks timed out",
+        "another aligned check passed",
+        "SPF timed out for a domain strict alignment would not take",
+    ],
+)
+def test_an_aligned_check_that_met_dns_trouble_makes_no_fail_of_it(
+    spf: AuthResult,
+    spf_domain: str,
+    dkim_temperror: tuple[str, ...],
+    dkim_passed: tuple[str, ...],
+    expected: tuple[str, str],
+) -> None:
+    """DNS trouble in the SPF or DKIM check of an aligned domain, with nothing passing, is
+    `temperror` (the same message may pass once DNS answers), not a `fail` that the domain's
+    `p=reject` would count against it."""
+    from_domain = "strict.example" if "strict" in spf_domain else "example.com"
+    verdict = evaluate_dmarc(
+        FixtureResolver.from_zone(ZONE),
+        Author(1, from_domain),
+        spf_result=spf,
+        spf_domain=spf_domain,
+        dkim_domains=dkim_passed,
+        dkim_temperror_domains=dkim_temperror,
+    )
+    assert (verdict.result, verdict.policy) == expected
+    assert verdict.aligned is (expected[0] == "pass")
+
+
+@pytest.mark.parametrize(
     ("from_domain", "modes"),
     [
         ("strict.example", ("s", "s")),

@@ -129,6 +129,7 @@ def check_sender(
         spf_result=spf.result,
         spf_domain=spf.domain,
         dkim_domains=dkim.passed_domains,
+        dkim_temperror_domains=dkim.temperror_domains,
     )
     arc = verify_arc(resolver, message)
     key = _sender_key(client_ip, helo, mail_from, author) if _unsigned(message) else None

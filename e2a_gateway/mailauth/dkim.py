@@ -73,6 +73,11 @@ class DkimVerdict:
         """The `d=` domains of the signatures that passed."""
         return tuple(sig.domain for sig in self.signatures if sig.result == "pass")
 
+    @property
+    def temperror_domains(self) -> tuple[str, ...]:
+        """The `d=` domains of the signatures DNS trouble left unchecked (their key unread)."""
+        return tuple(sig.domain for sig in self.signatures if sig.result == "temperror")
+
 
 def verify_dkim(resolver: Resolver, message: bytes) -> DkimVerdict:
     """Verify the message's DKIM signatures (at most MAX_SIGNATURES, topmost first).

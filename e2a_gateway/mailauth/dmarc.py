@@ -112,23 +112,36 @@ def evaluate_dmarc(
     spf_result: AuthResult,
     spf_domain: str,
     dkim_domains: tuple[str, ...],
+    dkim_temperror_domains: tuple[str, ...] = (),
 ) -> DmarcResult:
     """Judge the message against its author domain's DMARC policy (RFC 7489 section 6.6).
 
     No From: address gives `none`, several (or one without a domain) `permerror`; DNS
-    trouble gives `temperror`. Never raises for bad mail or DNS trouble.
+    trouble gives `temperror`: looking the policy up, or in the SPF check (`spf_result`
+    temperror) or a signature's key (`dkim_temperror_domains`, the `d=` of such signatures)
+    of a domain aligned with the author's when nothing aligned passed, which may pass once DNS
+    answers. Never raises for bad mail or DNS trouble.
     """
     if author.addresses == 0:
         return DmarcResult("none", None, False)
     if author.domain is None:
         return DmarcResult("permerror", None, False)
     from_domain = author.domain
-    spf_passed = normalise_domain(spf_domain) if spf_result == "pass" else None
+
+    def aligned_among(
+        spf_as: AuthResult, dkim: tuple[str, ...], aspf: Alignment, adkim: Alignment
+    ) -> bool:
+        """Whether SPF came to `spf_as` for a domain aligned with the author's under `aspf`,
+        or a domain of `dkim` is aligned under `adkim`."""
+        spf_aligned = spf_result == spf_as and is_aligned(
+            normalise_domain(spf_domain), from_domain, aspf
+        )
+        return spf_aligned or any(
+            is_aligned(normalise_domain(domain), from_domain, adkim) for domain in dkim
+        )
 
     def aligned(aspf: Alignment, adkim: Alignment) -> bool:
-        return (spf_passed is not None and is_aligned(spf_passed, from_domain, aspf)) or any(
-            is_aligned(normalise_domain(domain), from_domain, adkim) for domain in dkim_domains
-        )
+        return aligned_among("pass", dkim_domains, aspf, adkim)
 
     try:
         policy = discover_policy(resolver, from_domain)
@@ -139,8 +152,11 @@ def evaluate_dmarc(
     if policy is None:
         return DmarcResult("none", None, aligned("r", "r"), "r", "r")
     passed = aligned(policy.aspf, policy.adkim)
+    unsure = not passed and aligned_among(
+        "temperror", dkim_temperror_domains, policy.aspf, policy.adkim
+    )
     return DmarcResult(
-        "pass" if passed else "fail",
+        "pass" if passed else "temperror" if unsure else "fail",
         policy.disposition_for(from_domain),
         passed,
         policy.aspf,
