@@ -175,6 +175,45 @@ async def test_domains_with_their_dns_records(
     error(made[15], "E2ANotFoundError", "not_found", 404)
 
 
+async def test_a_domain_deletion_retried_with_its_idempotency_key(
+    running: RunningGateway, make_account: Any, sdk5_python: Path
+) -> None:
+    """The SDK's `domains.delete` sends an Idempotency-Key (the caller's, or one it mints and
+    reuses on its own retries): a retry after an answer that was lost gets the first receipt
+    again, not 404, and never deletes the domain registered anew meanwhile."""
+    alice: Account = await make_account("alice@example.com")
+    made = await run_sdk(
+        sdk5_python,
+        running.addresses.http_url,
+        {"default": alice.key},
+        [
+            {"do": "domains.create", "args": [{"domain": "example.net"}]},
+            {"do": "domains.delete", "args": ["example.net"], "kwargs": {"idempotency_key": "d1"}},
+            {"do": "domains.delete", "args": ["example.net"], "kwargs": {"idempotency_key": "d1"}},
+            {"do": "domains.create", "args": [{"domain": "example.net"}]},
+            {"do": "domains.delete", "args": ["example.net"], "kwargs": {"idempotency_key": "d1"}},
+            {"do": "domains.get", "args": ["example.net"]},
+            {"do": "domains.create", "args": [{"domain": "example.org"}]},
+            {"do": "domains.delete", "args": ["example.org"], "kwargs": {"idempotency_key": "d1"}},
+            {"do": "domains.get", "args": ["example.org"]},
+            {"do": "domains.delete", "args": ["example.net"]},
+            {"do": "domains.get", "args": ["example.net"]},
+        ],
+    )
+    value(made[0], "DomainView")
+    receipt = {"deleted": True, "domain": "example.net"}
+    assert value(made[1], "DeleteDomainResult") == receipt
+    assert value(made[2], "DeleteDomainResult") == receipt  # replayed
+    value(made[3], "DomainView")
+    assert value(made[4], "DeleteDomainResult") == receipt  # replayed: the new one is kept
+    assert value(made[5], "DomainView")["domain"] == "example.net"
+    value(made[6], "DomainView")
+    error(made[7], "E2AIdempotencyError", "idempotency_key_reuse", 422)
+    assert value(made[8], "DomainView")["domain"] == "example.org"
+    assert value(made[9], "DeleteDomainResult") == receipt  # a fresh key: deleted
+    error(made[10], "E2ANotFoundError", "not_found", 404)
+
+
 async def test_the_account_whoami_export_and_erasure(
     running: RunningGateway, make_account: Any, sdk5_python: Path
 ) -> None:

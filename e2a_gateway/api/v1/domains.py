@@ -11,6 +11,7 @@ from quart import Blueprint
 from e2a_gateway.api.auth import requires_caller
 from e2a_gateway.api.v1.account import Confirmation
 from e2a_gateway.api.v1.bodies import read_json, read_query
+from e2a_gateway.api.v1.idempotent import idempotent
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
 from e2a_gateway.api.v1.views import present
 from e2a_gateway.gateway import Gateway
@@ -159,8 +160,11 @@ async def verify_domain(caller: Caller, name: str) -> dict[str, Any]:
 
 @blueprint.delete("/domains/<name>")
 @requires_caller
+@idempotent
 async def delete_domain(caller: Caller, name: str) -> dict[str, Any]:
-    """deleteDomain (`?confirm=DELETE`): refused while agents use it."""
+    """deleteDomain (`?confirm=DELETE`): refused while agents use it. An Idempotency-Key (the
+    e2a SDKs send one) replays the first receipt, so a retry after a lost answer is not 404 and
+    never deletes the domain registered anew meanwhile."""
     read_query(Confirmation)
     domain = await domains.get_domain(current_gateway(), caller, name)
     await domains.remove_domain(current_gateway(), caller, domain.domain)

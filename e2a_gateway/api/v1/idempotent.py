@@ -1,5 +1,6 @@
 """`Idempotency-Key` on the writes e2a lists (sendMessage, replyToMessage, forwardMessage,
-approveReview, createWebhook, rotateWebhookSecret, createApiKey), and on `/api/v1`'s send,
+approveReview, createWebhook, rotateWebhookSecret, createApiKey; deleteDomain too, where
+the e2a 5.8 SDKs send one), and on `/api/v1`'s send,
 reply and approve (the e2a 2.x SDKs send a key on each; `send_email`, e2a's first MCP tool,
 sends through the first): a retry with the same key and the same
 request — its method, path and raw body, byte for byte — gets the first answer again instead of
