@@ -123,6 +123,9 @@ def test_address_literal() -> None:
     assert address_literal("2001:DB8:0::1") == "[IPv6:2001:db8::1]"
     assert address_literal("::ffff:192.0.2.1") == "[192.0.2.1]"
     assert address_literal("unknown") == "[unknown]"
+    # a link-local client as the socket names it: the zone is this host's own, and RFC 5321's
+    # address literal has no room for it
+    assert address_literal("fe80::1%eth0") == "[IPv6:fe80::1]"
 
 
 def test_the_client_name_is_forward_confirmed() -> None:

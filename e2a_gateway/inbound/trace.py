@@ -49,14 +49,18 @@ def transmission_type(*, extended: bool, tls: bool, smtputf8: bool) -> str:
 
 
 def client_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The client's IP address (an IPv4-mapped IPv6 address as the IPv4 one it maps), None
-    when `ip` is not an address."""
+    """The client's IP address (an IPv4-mapped IPv6 address as the IPv4 one it maps, a
+    link-local one without the zone the socket names it with, `fe80::1%eth0`: that is this
+    host's interface, no part of the client's address), None when `ip` is not an address."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address.scope_id is not None:
+            return ipaddress.IPv6Address(int(address))
     return address
 
 
