@@ -26,7 +26,11 @@ NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
 NAT64_LOCAL_PREFIX = ipaddress.IPv6Network("64:ff9b:1::/48")
 """RFC 8215 local-use NAT64 prefix: translates into the operator's own network."""
 IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
-"""RFC 4291 §2.5.5.1 IPv4-compatible addresses (deprecated): `::a.b.c.d`."""
+"""RFC 4291 §2.5.5.1 IPv4-compatible addresses (deprecated): `::a.b.c.d`; `::` and `::1`
+(unspecified, loopback) are IPv6's own, not of this form."""
+SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")
+"""RFC 3879 site-local addresses: deprecated, yet still routed inside networks that kept them;
+Python counts them as global."""
 IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
 """RFC 2765 §2.1 IPv4-translated addresses (SIIT): `::ffff:0:a.b.c.d`, which a stateless
 translator turns into the IPv4 address."""
@@ -50,6 +54,8 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
         return ip.ipv4_mapped
     if ip.sixtofour is not None:
         return ip.sixtofour
+    if ip.is_loopback or ip.is_unspecified:
+        return None
     if ip in NAT64_PREFIX or ip in IPV4_COMPATIBLE or ip in IPV4_TRANSLATED:
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
@@ -57,10 +63,10 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 
 def is_public_address(address: str) -> bool:
     """True unless `address` is loopback, private, link-local, reserved or multicast — or an
-    IPv6 form of such an IPv4 address, or in the local-use NAT64 prefix."""
+    IPv6 form of such an IPv4 address, site-local, or in the local-use NAT64 prefix."""
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip in NAT64_LOCAL_PREFIX:
+        if ip in NAT64_LOCAL_PREFIX or ip in SITE_LOCAL:
             return False
         ip = embedded_ipv4(ip) or ip
     return ip.is_global and not ip.is_multicast

@@ -50,8 +50,13 @@ REACHES = {
         "::ffff:0:169.254.169.254",
         "::ffff:0:a9fe:a9fe (which reaches 169.254.169.254)",
     ),
+    "loopback": ("::1", "::1"),
+    "unspecified": ("::", "::"),
+    "site-local": ("fec0::1", "fec0::1"),
 }
-"""IPv6 forms of loopback and private IPv4 addresses, and how refusals describe them."""
+"""IPv6 forms of loopback and private IPv4 addresses, IPv6's own loopback, unspecified and
+site-local addresses (RFC 3879: deprecated, still routed inside networks that use them), and
+how refusals describe them."""
 FORMS = {name: address for name, (address, _) in REACHES.items()}
 
 
