@@ -19,6 +19,7 @@ from e2a_gateway.workers.retention import RetentionWorker
 from e2a_gateway.workers.subscribers import SubscriberWorker
 from e2a_gateway.workers.webhook_connections import WebhookConnections
 from tests.conftest import Account
+from tests.databases import query
 from tests.delivery_support import QuietGateway, create_agent, open_account
 from tests.http_receiver import Answer, HttpReceiver, Received
 from tests.sdk_v1 import construct_events, error, run_sdk, sdk5_python, value
@@ -584,3 +585,35 @@ async def test_a_test_events_data_is_bounded(alice: Account) -> None:
     assert tested.status_code == 200, tested.text
     (delivery,) = (await alice.http.get(f"{path}/deliveries")).json()["items"]
     assert delivery["id"] == tested.json()["delivery_id"]
+
+
+async def test_a_delivery_that_cannot_be_signed_is_recorded_and_the_others_go_on(
+    quiet: QuietGateway, alice: Account, nursery: trio.Nursery
+) -> None:
+    """Whatever a delivery's data does to an attempt, the worker records it and goes on, as
+    the `webhook_url` worker does: here one webhook's seed, written straight to the database,
+    is unreadable (not ASCII). Its delivery is retried with the reason; the other is made."""
+    receiver = HttpReceiver()
+    await nursery.start(receiver.serve)
+    broken = await make_hook(alice, url=receiver.url + "/broken")
+    healthy = await make_hook(alice, url=receiver.url + "/healthy")
+    query(
+        quiet.gateway.settings.database.url,
+        "UPDATE webhooks SET seed = ? WHERE id = ?",
+        ("s\u00e9ed", broken["id"]),
+    )
+    for hook in (broken, healthy):
+        tested = await alice.http.post(f"/v1/webhooks/{hook['id']}/test", json={})
+        assert tested.status_code == 200, tested.text
+    clock = FakeClock(time.time())
+    async with WebhookConnections() as connections:
+        worker = SubscriberWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5.0)
+        with trio.fail_after(10):
+            assert await worker.deliver_due(clock.now) == 2
+    (request,) = receiver.requests
+    assert request.target.endswith("/healthy")
+    path = f"/v1/webhooks/{broken['id']}/deliveries"
+    (delivery,) = (await alice.http.get(path)).json()["items"]
+    assert (delivery["status"], delivery["attempts"]) == ("pending", 1)
+    assert delivery["last_error"] == "internal error: UnicodeEncodeError"
+    assert delivery["next_retry_at"] is not None

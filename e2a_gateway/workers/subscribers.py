@@ -122,26 +122,18 @@ class SubscriberWorker(HostPacedWorker[SubscriberAttempt]):
     async def _attempt(self, item: ClaimedDelivery, lease: Lease) -> SubscriberAttempt | None:
         """POST once under `lease` (None when the delivery passed to another claim first); any
         2xx delivers, anything else is retried on the frozen schedule (a refused target fails
-        for good)."""
+        for good). Whatever a delivery's data does to the attempt (a seed that cannot be read),
+        the worker goes on: the error is logged and recorded as this attempt's, and retried."""
         delivery = item.delivery
         number = delivery.attempts + 1
         started, started_monotonic = self._clock(), trio.current_time()
-        secrets = [webhook_secret(self._gateway.server_key, seed) for seed in item.seeds]
-        headers = delivery_headers(delivery.envelope, secrets, int(started))
-        if not await self._hold(lease, f"webhook delivery {delivery.id}"):
-            return None
         try:
-            answer = await post_pinned(
-                self._gateway,
-                self._connections,
-                item.url,
-                delivery.envelope,
-                headers,
-                self._attempt_timeout,
-            )
+            answer = await self._post(item, lease, started)
         except Exception as exc:
             log.exception("webhook delivery %s: attempt failed unexpectedly", delivery.id)
             answer = Answer(None, error=f"internal error: {type(exc).__name__}"[:MAX_ERROR_CHARS])
+        if answer is None:
+            return None
         finished = self._clock()
         latency = round((trio.current_time() - started_monotonic) * 1000)
         code = answer.status_code
@@ -161,4 +153,21 @@ class SubscriberWorker(HostPacedWorker[SubscriberAttempt]):
             error = f"HTTP {code}"
         return SubscriberAttempt(
             delivery.id, number, started, code, error, latency, status, retry_at, lease.until
+        )
+
+    async def _post(self, item: ClaimedDelivery, lease: Lease, now: float) -> Answer | None:
+        """The delivery's envelope, signed at `now` with each of the webhook's secrets, POSTed
+        once while `lease` holds (None when it is not)."""
+        delivery = item.delivery
+        secrets = [webhook_secret(self._gateway.server_key, seed) for seed in item.seeds]
+        headers = delivery_headers(delivery.envelope, secrets, int(now))
+        if not await self._hold(lease, f"webhook delivery {delivery.id}"):
+            return None
+        return await post_pinned(
+            self._gateway,
+            self._connections,
+            item.url,
+            delivery.envelope,
+            headers,
+            self._attempt_timeout,
         )
