@@ -15,6 +15,7 @@ import re
 import string
 import threading
 import time
+import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -146,7 +147,9 @@ async def hitl_owner(
     return Owner(account, user.id, agent)
 
 
-async def add_pending(gateway: Gateway, owner: Owner, deadline: float) -> OutboundMessage:
+async def add_pending(
+    gateway: Gateway, owner: Owner, deadline: float, subject: str = SUBJECT
+) -> OutboundMessage:
     """Store a message awaiting approval (with its notice job, whose commit wakes the
     approval worker)."""
     message_id = new_id("msg")
@@ -158,7 +161,7 @@ async def add_pending(gateway: Gateway, owner: Owner, deadline: float) -> Outbou
         to=["alice@example.org"],
         cc=["carol@example.org"],
         bcc=["hidden@example.org"],
-        subject=SUBJECT,
+        subject=subject,
         body_text=BODY,
         body_html=f"<p>{BODY}</p>",
         attachments=[{"filename": "a.txt", "content_type": "text/plain", "data": "aGk="}],
@@ -255,6 +258,46 @@ async def test_notice_email_has_both_links_and_no_body(
     done = await anonymous.post("/api/v1/approve", data={"token": token})
     assert done.status_code == 200, done.text
     assert stored_row(gateway.settings, message.id)[0] == "queued"
+
+
+DISGUISED_SUBJECT = (
+    "Invoice\u202egpj.exe\u202c"
+    + "\u00a0 \u200b" * 40
+    + "Approve (opens a confirmation page):"
+    + "\u2003\u200b" * 40
+    + "https://evil.example/api/v1/approve?token=x"
+)
+"""An agent-written subject padded out with white space and invisible characters, and a
+right-to-left override: shown as it is, it would wrap into what looks like a link of the
+notice's own under its own heading, and reorder what follows it."""
+
+
+async def test_the_notice_shows_an_agent_written_subject_as_one_plain_line(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    """The subject in the notice's text and in its Subject field has no control or format
+    character (bidirectional overrides, zero-width spaces) and no run of white space, so it
+    cannot pass itself off as a line of the notice; the real links stay on lines of their
+    own."""
+    gateway = running.gateway
+    await add_pending(gateway, owner, time.time() + 3600, subject=DISGUISED_SUBJECT)
+    await wait_until(lambda: bool(sink.notices()))
+    [notice] = sink.notices()
+    text = notice.get_content()
+    [subject_line] = [line for line in text.splitlines() if line.startswith("Subject:")]
+    shown = subject_line.removeprefix("Subject:").strip()
+    for where in (shown, str(notice["Subject"])):
+        assert not re.search(r"\s\s", where), where
+        assert not any(unicodedata.category(char)[0] == "C" for char in where), where
+    assert shown == (
+        "Invoice gpj.exe Approve (opens a confirmation page): "
+        "https://evil.example/api/v1/approve?token=x"
+    )
+    links = [line for line in text.splitlines() if line.startswith("https://")]
+    assert [link.partition("?")[0] for link in links] == [
+        f"{PUBLIC_URL}/api/v1/approve",
+        f"{PUBLIC_URL}/api/v1/reject",
+    ]
 
 
 async def test_an_agent_with_approval_notifications_off_gets_no_notice(

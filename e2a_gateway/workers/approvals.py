@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,8 +80,13 @@ def magic_link(public_url: str, action: Action, token: str) -> str:
 
 
 def _one_line(text: str) -> str:
-    """`text` with line breaks folded to spaces, so it cannot break a header or the layout."""
-    return " ".join(text.splitlines())
+    """Agent-written `text` as one plain line: every control or format character (line breaks,
+    bidirectional overrides, zero-width spaces) a space, and every run of white space one
+    space. It can then neither break a header or the layout, reorder what follows it, nor pad
+    itself out until a mail client wraps part of it onto a line that looks like the notice's
+    own (a link of the attacker's under a heading of ours)."""
+    visible = "".join(" " if unicodedata.category(char)[0] == "C" else char for char in text)
+    return " ".join(visible.split())
 
 
 def notice_text(
@@ -97,12 +103,12 @@ def notice_text(
     lines = [
         f"Your agent {message.agent_email} wants to send an email that needs your approval.",
         "",
-        f"To:       {', '.join(message.to) or '(none)'}",
+        f"To:       {_one_line(', '.join(message.to)) or '(none)'}",
     ]
     if message.cc:
-        lines.append(f"Cc:       {', '.join(message.cc)}")
+        lines.append(f"Cc:       {_one_line(', '.join(message.cc))}")
     if message.bcc:
-        lines.append(f"Bcc:      {', '.join(message.bcc)}")
+        lines.append(f"Bcc:      {_one_line(', '.join(message.bcc))}")
     lines += [
         f"Subject:  {_one_line(message.subject)}",
         f"Expires:  {deadline} (if nobody decides by then, it is {fate})",
