@@ -1,10 +1,10 @@
 """The gateway's HTTP/1.1 server: hypercorn's trio connection and protocol code with the fixes
-e2a carries (closing, keep-alive timer, `100 Continue`, framing, reason phrases; docs/api.md)
-and e2a's WebSocket keep-alive (a ping every `websocket_ping_interval`, closed with 1001
-`ping_timeout` when no pong comes within PONG_WAIT_SECONDS). h11 and wsproto parse and frame
-every message: nothing here reads HTTP or WebSocket frames itself. The listener serves at most
-`ConnectionLimits` connections at once, in all and per client network; one over a limit is
-closed as soon as it is accepted.
+e2a carries (closing, keep-alive timer, `100 Continue`, framing, reason phrases, WebSocket
+handshake refusals; docs/api.md) and e2a's WebSocket keep-alive (a ping every
+`websocket_ping_interval`, closed with 1001 `ping_timeout` when no pong comes within
+PONG_WAIT_SECONDS). h11 and wsproto parse and frame every message: nothing here reads HTTP or
+WebSocket frames itself. The listener serves at most `ConnectionLimits` connections at once, in
+all and per client network; one over a limit is closed as soon as it is accepted.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from http import HTTPStatus
+from time import time
 from typing import Any, cast
 
 import h11
@@ -28,7 +29,12 @@ from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.events import Body, EndBody, Request, Response, StreamClosed
 from hypercorn.protocol.h11 import STREAM_ID, H11Protocol, H11WSConnection
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
-from hypercorn.protocol.ws_stream import ASGIWebsocketState, FrameTooLargeError, WSStream
+from hypercorn.protocol.ws_stream import (
+    ASGIWebsocketState,
+    FrameTooLargeError,
+    Handshake,
+    WSStream,
+)
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
@@ -50,6 +56,7 @@ from hypercorn.utils import parse_socket_addr, wrap_app
 from wsproto.connection import ConnectionState as WsState
 from wsproto.events import CloseConnection, Message, Ping, Pong
 from wsproto.frame_protocol import CloseReason
+from wsproto.handshake import WEBSOCKET_VERSION
 
 from e2a_gateway.http_refusals import refusal_answer
 from e2a_gateway.networks import IpNetwork, is_trusted_proxy, network_of, release
@@ -684,6 +691,27 @@ class _PingedWebsocket(WSStream):
         )
         await self.send(StreamClosed(stream_id=self.stream_id))
 
+    async def _send_error_response(self, status_code: int) -> None:
+        """Refuse an upgrade RFC 6455 does not allow with e2a's JSON error saying what is wrong
+        with it and the version this server speaks (hypercorn's 400 had an empty body and no
+        `Sec-WebSocket-Version`, which RFC 6455 §4.4 requires)."""
+        if status_code != 400:
+            await super()._send_error_response(status_code)
+            return
+        headers, body = refusal_answer(
+            self.scope["path"],
+            self.scope["headers"],
+            "invalid_request",
+            _handshake_fault(self.handshake),
+        )
+        headers.append((b"sec-websocket-version", WEBSOCKET_VERSION))
+        await self.send(Response(stream_id=self.stream_id, status_code=400, headers=headers))
+        await self.send(Body(stream_id=self.stream_id, data=body))
+        await self.send(EndBody(stream_id=self.stream_id))
+        await self.config.log.access(
+            self.scope, {"status": 400, "headers": []}, time() - self.start_time
+        )
+
     async def _handle_events(self) -> None:
         """hypercorn's handling of the client's frames, with its pongs heard."""
         for event in self.connection.events():
@@ -733,6 +761,32 @@ def _unreadable_request(
             "or Transfer-Encoding: chunked alone"
         )
     return "invalid_request", f"malformed HTTP/1.1 request: {reason or 'unreadable'} (RFC 9112)"
+
+
+def _handshake_fault(handshake: Handshake) -> str:
+    """What is wrong with a WebSocket upgrade request hypercorn refused, for its client."""
+    if handshake.http_version < "1.1":
+        return (
+            f"a WebSocket handshake needs HTTP/1.1 (RFC 6455 §4.1); this request is "
+            f"HTTP/{handshake.http_version}"
+        )
+    if handshake.key is None:
+        return (
+            "missing Sec-WebSocket-Key header: a WebSocket client sends a fresh random one "
+            "with each upgrade request (RFC 6455 §4.1)"
+        )
+    if handshake.version != WEBSOCKET_VERSION:
+        given = (
+            "none" if handshake.version is None else repr(handshake.version.decode("latin-1")[:20])
+        )
+        return (
+            f"unsupported Sec-WebSocket-Version ({given}): this server speaks version 13 "
+            "(RFC 6455); send Sec-WebSocket-Version: 13"
+        )
+    return (
+        "WebSocket data came before the handshake was answered: wait for 101 Switching "
+        "Protocols before sending frames (RFC 6455 §4.1)"
+    )
 
 
 def _framing_is_ambiguous(headers: Any) -> bool:

@@ -646,6 +646,41 @@ async def test_a_request_the_server_cannot_parse_gets_a_json_error(
         assert await connection.closed_within(5) is not None
 
 
+WEBSOCKET_KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+
+
+@pytest.mark.parametrize("face", ["/api/v1", "/v1"])
+@pytest.mark.parametrize(
+    ("version", "headers", "named"),
+    [
+        ("1.1", [WEBSOCKET_KEY], "Sec-WebSocket-Version"),
+        ("1.1", [WEBSOCKET_KEY, "Sec-WebSocket-Version: 8"], "Sec-WebSocket-Version"),
+        ("1.1", ["Sec-WebSocket-Version: 13"], "Sec-WebSocket-Key"),
+        ("1.0", [WEBSOCKET_KEY, "Sec-WebSocket-Version: 13"], "HTTP/1.1"),
+    ],
+    ids=["no-version", "version-8", "no-key", "http-1.0"],
+)
+async def test_a_websocket_handshake_the_server_cannot_take_gets_a_json_error(
+    tmp_path: Path, face: str, version: str, headers: list[str], named: str
+) -> None:
+    """An upgrade request RFC 6455 does not allow is refused with 400 in the face's JSON
+    envelope naming what is wrong, and the version this server speaks (hypercorn answered an
+    empty 400, and left out the Sec-WebSocket-Version that RFC 6455 §4.4 requires)."""
+    async with gateway(tmp_path) as running:
+        connection = await connect(running)
+        upgrade = ["Connection: Upgrade", "Upgrade: websocket", "X-Request-Id: shake-1"]
+        path = f"{face}/agents/{quote('bot@agents.test')}/ws"
+        await connection.send(get(path, *upgrade, *headers, version=version))
+        answer = await connection.answer()
+    assert answer.status_line == "HTTP/1.1 400 Bad Request"
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.headers["sec-websocket-version"] == "13"
+    error = answer.json()["error"]  # type: ignore[index]
+    assert error["code"] == "invalid_request"
+    assert named in error["message"]
+    assert_request_id(answer, path, "shake-1")
+
+
 # Status lines
 
 
