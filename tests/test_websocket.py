@@ -54,6 +54,7 @@ from e2a_gateway.hub import (
 from e2a_gateway.hub.access import lost_access
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.signing.credentials import hash_api_key
+from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.v1.notifications import listen
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import (
@@ -182,6 +183,40 @@ async def test_refused_before_the_upgrade_and_a_plain_get_says_why(
     plain = await alice.http.get(url, headers={"Authorization": ""})
     assert plain.status_code == status
     assert plain.json()["error"]["code"] == code
+
+
+@pytest.mark.parametrize("face", ["/api/v1", "/v1"])
+@pytest.mark.parametrize("why", ["no such agent", "database down"])
+async def test_a_refused_upgrade_names_its_request_id_as_every_answer_does(
+    running: RunningGateway,
+    alice: Account,
+    agent: str,
+    monkeypatch: pytest.MonkeyPatch,
+    face: str,
+    why: str,
+) -> None:
+    """A handshake refused before the upgrade carries the request id in X-Request-Id (and, under
+    `/v1`, the same one in e2a's envelope), as a plain GET of the path and every REST answer
+    do: the id the gateway's log quotes for it."""
+    target = agent
+    if why == "no such agent":
+        target = "nobody@agents.test"
+    else:
+
+        async def database_down(*args: Any) -> Any:
+            raise StorageUnavailable("the database went away")
+
+        monkeypatch.setattr(websocket_face, "owned_agent", database_down)
+        monkeypatch.setattr(v1_socket_face, "owned_agent", database_down)
+    url = ws_url(running, target, None).replace("/api/v1/", f"{face}/")
+    headers = [("Authorization", f"Bearer {alice.key}"), ("X-Request-Id", "shake-2")]
+    with trio.fail_after(WAIT), pytest.raises(ConnectionRejected) as refused:
+        async with open_websocket_url(url, extra_headers=headers):
+            pass
+    assert refused.value.status_code == (404 if why == "no such agent" else 503)
+    assert (b"x-request-id", b"shake-2") in refused.value.headers
+    error = json.loads(refused.value.body or b"")["error"]
+    assert error.get("request_id") == ("shake-2" if face == "/v1" else None)
 
 
 async def test_a_plain_get_by_the_owner_is_told_to_upgrade(alice: Account, agent: str) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 
-from quart import Response, request
+from quart import Response
+from quart.typing import ResponseTypes
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -29,7 +30,7 @@ from e2a_gateway.api.errors import error_response, http_exception_response
 from e2a_gateway.operations.errors import OperationError
 from e2a_gateway.request_ids import HEADER as REQUEST_ID_HEADER
 from e2a_gateway.storage.base import StorageUnavailable
-from e2a_gateway.web.context import current_request_id
+from e2a_gateway.web.context import current_path, current_request_id, on_handshake_refusals
 from e2a_gateway.web.errors import headers_of, status_of
 
 log = logging.getLogger("e2a.api")
@@ -56,12 +57,16 @@ def register_api(app: QuartTrio) -> None:
     ):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
 
-    @app.after_request
-    async def stamp_request_id(response: Response) -> Response:
-        """Every `/api/v1` answer names its request id, as `/v1`'s do."""
-        if request.path == API_PREFIX or request.path.startswith(API_PREFIX + "/"):
+    async def stamp_request_id(response: ResponseTypes) -> ResponseTypes:
+        """Every `/api/v1` answer names its request id, as `/v1`'s do; a WebSocket
+        handshake's refusal too."""
+        path = current_path()
+        if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
             response.headers[REQUEST_ID_HEADER] = current_request_id()
         return response
+
+    app.after_request(stamp_request_id)
+    app.after_websocket(on_handshake_refusals(stamp_request_id))
 
     @app.errorhandler(OperationError)
     async def on_refused(exc: OperationError) -> Response:

@@ -7,7 +7,10 @@ it here instead of reaching into the app's configuration themselves.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from quart import Quart, current_app, g, has_request_context, request, websocket
+from quart.typing import ResponseTypes
 from werkzeug.datastructures import Headers
 
 from e2a_gateway.gateway import Gateway
@@ -46,6 +49,23 @@ def bearer_key(headers: Headers) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return None
+
+
+def current_path() -> str:
+    """The path of the HTTP request, or of the WebSocket handshake, being served."""
+    return str(request.path if has_request_context() else websocket.path)
+
+
+def on_handshake_refusals(
+    after_request: Callable[[ResponseTypes], Awaitable[ResponseTypes]],
+) -> Callable[[ResponseTypes | None], Awaitable[ResponseTypes | None]]:
+    """`after_request`, for `after_websocket`: applied to a WebSocket handshake's refusal (an
+    accepted WebSocket has no answer to apply it to)."""
+
+    async def after_websocket(response: ResponseTypes | None) -> ResponseTypes | None:
+        return None if response is None else await after_request(response)
+
+    return after_websocket
 
 
 def current_request_id() -> str:

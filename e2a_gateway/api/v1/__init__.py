@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from quart import Blueprint, Response, request
+from quart.typing import ResponseTypes
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -41,7 +42,7 @@ from e2a_gateway.api.v1.rate_headers import stamp_rate_headers
 from e2a_gateway.operations.errors import OperationError
 from e2a_gateway.request_ids import HEADER as REQUEST_ID_HEADER
 from e2a_gateway.storage.base import StorageUnavailable
-from e2a_gateway.web.context import current_request_id
+from e2a_gateway.web.context import current_path, current_request_id, on_handshake_refusals
 
 log = logging.getLogger("e2a.api.v1")
 
@@ -81,6 +82,7 @@ def register_v1(app: QuartTrio) -> None:
     app.register_blueprint(blueprint)
     app.before_request(_refuse_unrouted)
     app.after_request(_stamp_request_id)
+    app.after_websocket(on_handshake_refusals(_stamp_request_id))
     app.after_request(stamp_rate_headers)
 
 
@@ -123,8 +125,8 @@ async def _refuse_unrouted() -> Response | None:
     return None
 
 
-async def _stamp_request_id(response: Response) -> Response:
-    """Every `/v1` answer names its request id."""
-    if under_v1(request.path):
+async def _stamp_request_id(response: ResponseTypes) -> ResponseTypes:
+    """Every `/v1` answer names its request id; a WebSocket handshake's refusal too."""
+    if under_v1(current_path()):
         response.headers[REQUEST_ID_HEADER] = current_request_id()
     return response

@@ -12,9 +12,7 @@ several-listeners-with-ack WebSocket of `/api/v1` is unchanged beside it.
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
 import trio
 from quart import Blueprint, Response, request, websocket
@@ -29,8 +27,6 @@ from e2a_gateway.operations import messages
 from e2a_gateway.operations.agents import owned_agent
 from e2a_gateway.operations.caller import Caller, authenticate
 from e2a_gateway.operations.errors import NotFound, OperationError, Unauthorized
-from e2a_gateway.request_ids import HEADER as REQUEST_ID_HEADER
-from e2a_gateway.request_ids import request_id_for
 from e2a_gateway.storage.base import Agent, StorageUnavailable
 from e2a_gateway.web.context import bearer_key, current_gateway
 from e2a_gateway.web.socket_counts import (
@@ -65,20 +61,6 @@ async def _admit(headers: Headers, email: str) -> tuple[Caller, Agent]:
     return caller, await owned_agent(gateway, caller, email)
 
 
-def _handshake_refusal(error: V1Error, headers: Headers) -> Response:
-    """e2a's error envelope refusing a handshake, with its request id."""
-    request_id = request_id_for(headers.get(REQUEST_ID_HEADER))
-    body: dict[str, Any] = {"code": error.code, "message": error.message, "request_id": request_id}
-    if error.details is not None:
-        body["details"] = error.details
-    return Response(
-        json.dumps({"error": body}),
-        status=error.status,
-        content_type="application/json",
-        headers={**error.headers, REQUEST_ID_HEADER: request_id},
-    )
-
-
 @blueprint.get("/agents/<email>/ws")
 async def explain_websocket(email: str) -> Response:
     """A plain GET gets the handshake's refusals, or 426 when all is well."""
@@ -95,7 +77,7 @@ async def agent_socket(email: str) -> Response | None:
     try:
         caller, agent = await _admit(headers, email)
     except OperationError as refused:
-        return _handshake_refusal(refusal(refused), headers)
+        return error_answer(refusal(refused))
     gateway = current_gateway()
     listener = Listener(agent.id, caller.user_id, caller.key_hash, "websocket", caller.expires_at)
     # Subscribed before the drain, so nothing stored meanwhile is missed; access checked once
@@ -103,7 +85,7 @@ async def agent_socket(email: str) -> Response | None:
     with gateway.hub.subscribe(listener) as subscription:
         lost = await lost_access(gateway.storage, listener, agent.email)
         if lost is not None:
-            return _handshake_refusal(refusal(_LOST[lost]), headers)
+            return error_answer(refusal(_LOST[lost]))
         await websocket.accept()
         async with counted_socket(gateway) as ending:
             with gateway.hub.sole.claim(agent.id) as claim:
