@@ -3332,6 +3332,7 @@ async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> 
         "jobs": 2,  # the inbound message's webhook job and the outbound approval notice
         "webhook_attempts": 1,
         "agent_unsubscribe_tokens": 1,
+        "agent_suppressions": 0,
         "users": 1,
     }
     assert await storage.find_unsubscribe_token("link-alice") is None

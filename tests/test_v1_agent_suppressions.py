@@ -147,3 +147,18 @@ async def test_a_block_on_an_address_holding_a_slash_is_lifted_sent_as_2f(
     assert lifted.status_code == 200, lifted.text
     assert lifted.json() == {"deleted": True, "address": "sales/eu@example.org"}
     assert (await owner.http.get("/v1/account/suppressions")).json()["items"] == []
+
+
+async def test_the_deletion_receipt_counts_the_agents_suppressions(make_account: Any) -> None:
+    """deleteAccount's receipt counts the blocks on the account's agents it erased
+    (`agent_suppressions_deleted`, e2a's audit of them)."""
+    owner: Account = await make_account("owner@example.com")
+    bot, aide = await create_agent(owner, "bot"), await create_agent(owner, "aide")
+    for agent, address in ((bot, "one@example.org"), (bot, "two@example.org"), (aide, "x@y.org")):
+        added = await owner.http.post(suppressions_path(agent), json={"address": address})
+        assert added.status_code in (200, 201), added.text
+
+    erased = await owner.http.delete("/v1/account", params={"confirm": "DELETE"})
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["agent_suppressions_deleted"] == 3
+    assert erased.json()["agents_deleted"] == 2

@@ -115,5 +115,6 @@ async def delete_user(caller: Caller) -> dict[str, Any]:
             f"repeat the request as DELETE /api/v1/users/me?confirm={DELETE_CONFIRMATION}",
         )
     deleted = await account.delete_account(current_gateway(), caller)
-    deleted.pop("agent_unsubscribe_tokens", None)  # the 2.x receipt's tables only (`/v1` has it)
+    for table in ("agent_unsubscribe_tokens", "agent_suppressions"):
+        deleted.pop(table, None)  # the 2.x receipt's tables only (`/v1` has them)
     return {"deleted": deleted}

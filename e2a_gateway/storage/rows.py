@@ -993,9 +993,12 @@ DELETED_TABLES = (
     "jobs",
     "webhook_attempts",
     "agent_unsubscribe_tokens",
+    "agent_suppressions",
     "users",
 )
-"""The tables `delete_user` empties of a user's rows, in the order its counts are reported."""
+"""The tables `delete_user` empties of a user's rows, in the order its counts are reported
+(`agent_suppressions`: the rows of `suppressions` that block one agent's sending, e2a's table
+of that name)."""
 
 
 RATE_LIMIT_PRUNE_BATCH = 100

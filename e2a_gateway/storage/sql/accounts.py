@@ -471,6 +471,10 @@ class AccountsSql(Runner):
                     "DELETE FROM agent_unsubscribe_tokens WHERE user_id = ?",
                     (user_id,),
                 ),
+                "agent_suppressions": (
+                    "DELETE FROM suppressions WHERE user_id = ? AND agent_email <> ''",
+                    (user_id,),
+                ),
                 "feedback": (
                     f"DELETE FROM feedback WHERE {address} = "
                     f"(SELECT {address} FROM users WHERE id = ?)",
