@@ -300,3 +300,74 @@ async def test_erasing_an_account_finds_its_mail_through_indexes(tmp_path: Path)
     finally:
         await storage.close()
     assert {sql for sql, _ in full_scans(path, statements)} == {USER_CASCADE_SCAN, FEEDBACK_SCAN}
+
+
+EVENTS_LOG = {"events", "webhook_deliveries"}
+"""The account's `/v1` events log and its webhooks' copies of its events, kept 30 days."""
+
+
+async def test_an_agent_or_message_deleted_for_good_leaves_only_the_events_log(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """A message purged from the trash, then an agent deleted for good: afterwards only the
+    account's events log (kept its 30 days with its webhooks' copies, docs/events.md), the
+    rate-limit counts, a day's Idempotency-Key records and the copy
+    another account received name them; mail the agent shared with a sibling stays whole."""
+    url = running.gateway.settings.database.url
+    port = running.addresses.smtp_port
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+    bot, aide = await create_agent(alice, "alicebot"), await create_agent(alice, "aliceaide")
+    bob_bot = await create_agent(bob, "bobbot")
+    hook = await alice.http.post(
+        "/v1/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["email.received"]}
+    )
+    assert hook.status_code in (200, 201), hook.text
+    await smtp_send(port, [aide], mail("Aide only", body="AIDE-ONLY body"))
+    await smtp_send(port, [aide, bot], mail("Siblings", body="SIBLINGS body"))
+    await smtp_send(port, [bot], mail("Purged", body="PURGED body"))
+    for agent, to, subject in ((aide, bob_bot, "Aide to Bob"), (aide, "x@example.org", "Out")):
+        sent = await alice.http.post(
+            v1_messages(agent),
+            json={"to": [to], "subject": subject, "text": f"{subject} body"},
+            headers={"Idempotency-Key": subject},
+        )
+        assert sent.status_code == 202, sent.text
+    suppressed = await alice.http.post(
+        f"/v1/agents/{quote(aide, safe='')}/suppressions", json={"address": "no@example.org"}
+    )
+    assert suppressed.status_code in (200, 201), suppressed.text
+
+    async def bob_holds_the_aides_mail() -> bool:
+        return "Aide to Bob" in await inbound_ids(bob, bob_bot)
+
+    await wait_until(bob_holds_the_aides_mail)
+    purged_id = (await inbound_ids(alice, bot))["Purged"]
+    for params in ({}, {"permanent": "true", "confirm": "DELETE"}):
+        deleted = await alice.http.delete(v1_messages(bot, f"/{purged_id}"), params=params)
+        assert deleted.status_code == 200, deleted.text
+    left = rows_naming(url, {purged_id, "Purged", "PURGED"})
+    assert set(left) == EVENTS_LOG, left  # its email.received event
+
+    aide_id = await agent_id(running.gateway, aide)
+    aide_mail = {
+        str(row[0]) for row in query(url, "SELECT id FROM messages WHERE agent_email = ?", (aide,))
+    }
+    gone = await alice.http.delete(
+        f"/v1/agents/{quote(aide, safe='')}", params={"permanent": "true", "confirm": "DELETE"}
+    )
+    assert gone.status_code == 200, gone.text
+    assert gone.json()["messages_deleted"] == len(aide_mail) == 4
+    left = rows_naming(url, {aide, aide_id, "AIDE-ONLY", "Out body", *aide_mail})
+    assert [row[3] for row in left.pop("messages")] == [bob_bot]  # bob's copy of its mail
+    # the bytes of bob's copy, and of the sibling's (its Received names the aide's copy's id)
+    held = {str(row[0]) for row in query(url, "SELECT raw_digest FROM messages_with_content")}
+    assert {str(row[0]) for row in left.pop("raw_messages")} <= held
+    assert set(left) <= {*EVENTS_LOG, "rate_limit_hits", "idempotency_keys"}, left
+    # a send's Idempotency-Key names what it made by id alone (its answer is sealed), for a day
+    assert {row[-1] for row in left.get("idempotency_keys", [])} <= aide_mail
+    siblings = (await inbound_ids(alice, bot))["Siblings"]
+    kept = await alice.http.get(v1_messages(bot, f"/{siblings}"))
+    assert kept.status_code == 200, kept.text
+    assert kept.json()["body"]["text"] == "SIBLINGS body\n"
+    assert query(url, "SELECT count(*) FROM message_contents")[0][0] == 1  # the sibling's
