@@ -716,6 +716,37 @@ async def test_an_ack_marks_read_and_stops_redelivery(
     assert await unread_ids(alice, sibling) == [siblings_message]  # another agent's, same owner
 
 
+async def test_acks_cost_the_database_once_each_and_a_flood_of_unknown_ones_ends_it(
+    running: RunningGateway, alice: Account, agent: str, connected: Any
+) -> None:
+    """Each ack is a write. An ack repeated on one connection is applied once (and counted
+    `acked` once); a client acking ids that name none of its agent's mail, past
+    MAX_ACKS_NAMING_NOTHING, has its connection closed with 1008 rather than keep the
+    database's writer busy (one client did about 2,800 a second)."""
+    registry = running.gateway.metrics.registry
+
+    def counted(outcome: str = "acked") -> float:
+        labels = {"channel": "websocket", "outcome": outcome}
+        return registry.get_sample_value("e2a_deliveries_total", labels) or 0.0
+
+    first = await accept(running.gateway, [agent], mail("One"))
+    second = await accept(running.gateway, [agent], mail("Two"))
+    async with connected() as ws:
+        await next_frames(ws, 2)
+        for _ in range(5):
+            await ws.send_message(json.dumps({"type": "ack", "message_id": first}))
+        await ws.send_message(json.dumps({"type": "ack", "message_id": second}))
+        await wait_until(lambda: counted() == 2)
+        for number in range(websocket_face.MAX_ACKS_NAMING_NOTHING + 1):
+            await ws.send_message(json.dumps({"type": "ack", "message_id": f"msg_none{number}"}))
+        with trio.fail_after(10), pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await ws.get_message()
+    assert closed.value.reason.code == 1008
+    assert counted() == 2
+    assert await unread_ids(alice, agent) == []
+
+
 @pytest.mark.parametrize("leaving", ["close", "drop"])
 async def test_acks_sent_right_before_leaving_are_all_applied(
     running: RunningGateway, alice: Account, agent: str, connected: Any, leaving: str

@@ -40,6 +40,7 @@ from e2a_gateway.web.context import bearer_key, current_gateway
 from e2a_gateway.web.errors import status_of
 from e2a_gateway.web.json_bodies import text_problem
 from e2a_gateway.web.socket_counts import (
+    BAD_ACKS,
     REVOKED,
     SocketEnding,
     counted_socket,
@@ -60,6 +61,13 @@ MAX_READING_FRAME_BYTES = 256 * 1024
 SDK's 1 MiB), so a long message cannot make a frame that its client refuses again and again."""
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_POLICY_VIOLATION = 1008
+MAX_ACKS_NAMING_NOTHING = 100
+"""How many acks naming none of its agent's live mail a connection may send (a message trashed
+since it was pushed, say) before it is closed with 1008: each is a write to the database."""
+ACKS_NAMING_NOTHING = "too many acks naming no message of this agent"
+REMEMBERED_ACKS = 4096
+"""How many of the ids it acked a connection remembers, so that an ack repeated is not
+applied again."""
 TURNED_CLOUD = "the agent is now a cloud agent"
 """The close reason of a connection whose agent was switched to cloud (webhook) delivery."""
 _LOST: dict[Ended, OperationError] = {
@@ -185,7 +193,7 @@ async def _serve(admitted: _Admitted, subscription: Subscription, ending: Socket
     async with trio.open_nursery() as nursery:
 
         async def until_client_leaves() -> None:
-            await _receive_acks(admitted)
+            await _receive_acks(admitted, ending)
             nursery.cancel_scope.cancel()  # every ack it sent is applied: the service ends
 
         # Read before the drain: a client acking as the backlog comes would otherwise fill the
@@ -257,11 +265,15 @@ def _with_reading(frame: dict[str, Any], reading: dict[str, Any] | None) -> str:
     return json.dumps(frame)
 
 
-async def _receive_acks(admitted: _Admitted) -> None:
+async def _receive_acks(admitted: _Admitted, ending: SocketEnding) -> None:
     """Read client frames until the client has left and every frame it sent before is read:
-    `ack` marks a message read; anything else is ignored, an ack whose id no database could
-    hold or look up (NUL, a lone surrogate) too, as naming no message."""
+    `ack` marks a message read, once per connection (REMEMBERED_ACKS); anything else is
+    ignored, an ack whose id no database could hold or look up (NUL, a lone surrogate) too, as
+    naming no message. Past MAX_ACKS_NAMING_NOTHING acks naming no message of the agent, the
+    connection is closed (1008)."""
     gateway = current_gateway()
+    acked: set[str] = set()
+    naming_nothing = 0
     while (data := await next_frame()) is not None:
         if isinstance(data, bytes) or len(data) > MAX_CLIENT_FRAME_BYTES:
             continue
@@ -271,9 +283,18 @@ async def _receive_acks(admitted: _Admitted) -> None:
             continue
         if isinstance(frame, dict) and frame.get("type") == "ack":
             message_id = frame.get("message_id")
-            if (
-                isinstance(message_id, str)
-                and text_problem(message_id) is None
-                and await messages.acknowledge(gateway, admitted.caller, admitted.agent, message_id)
-            ):
+            if not isinstance(message_id, str) or text_problem(message_id) is not None:
+                continue
+            if message_id in acked:
+                continue  # applied already
+            if await messages.acknowledge(gateway, admitted.caller, admitted.agent, message_id):
                 gateway.metrics.delivered("websocket", "acked")
+                if len(acked) >= REMEMBERED_ACKS:
+                    acked.clear()
+                acked.add(message_id)
+                continue
+            naming_nothing += 1
+            if naming_nothing > MAX_ACKS_NAMING_NOTHING:
+                ending.closing(BAD_ACKS)
+                await websocket.close(CLOSE_POLICY_VIOLATION, ACKS_NAMING_NOTHING)
+                return

@@ -31,6 +31,7 @@ REPLACED = "replaced"
 PING_TIMEOUT_REASON = "ping_timeout"
 REVOKED = "revoked"
 BEHIND = "behind"
+BAD_ACKS = "bad_acks"
 
 
 def ended_reason(ended: Ended) -> str:
