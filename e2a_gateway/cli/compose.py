@@ -9,44 +9,15 @@ from __future__ import annotations
 
 import argparse
 import mimetypes
-import re
 import sys
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from e2a_gateway.html_text import html_text
+
 if TYPE_CHECKING:
     from e2a_gateway.v1 import Attachment
-
-_PARAGRAPH_TAGS = frozenset(
-    ["blockquote", "dl", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "ol", "p", "pre", "table", "ul"]
-)
-"""Blocks set apart by a blank line."""
-_LINE_TAGS = frozenset(
-    [
-        "address",
-        "article",
-        "aside",
-        "br",
-        "dd",
-        "div",
-        "dt",
-        "figcaption",
-        "figure",
-        "footer",
-        "form",
-        "header",
-        "li",
-        "main",
-        "nav",
-        "section",
-        "tr",
-    ]
-)
-"""Blocks that start a new line."""
-_HIDDEN_TAGS = frozenset({"head", "script", "style", "template", "title"})
-
 
 MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
 """The largest attachment an e2a gateway takes (`/api/v1`'s bound; `/v1` takes 10 MiB, and
@@ -175,53 +146,3 @@ def _attachment_bytes(name: str) -> bytes:
             "an e2a attachment may be; share a link to it instead"
         )
     return data
-
-
-class _TextOfHtml(HTMLParser):
-    """The visible text of an HTML document, a line per block element."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.lines: list[str] = []
-        self._line: list[str] = []
-        self._hidden = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _HIDDEN_TAGS:
-            self._hidden += 1
-        else:
-            self._break(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _HIDDEN_TAGS:
-            self._hidden = max(0, self._hidden - 1)
-        else:
-            self._break(tag)
-
-    def handle_data(self, data: str) -> None:
-        if not self._hidden:
-            self._line.append(data)
-
-    def close(self) -> None:
-        """Finish the document, its last line included."""
-        super().close()
-        self._break("p")
-
-    def _break(self, tag: str) -> None:
-        if tag not in _PARAGRAPH_TAGS and tag not in _LINE_TAGS:
-            return
-        line = re.sub(r"\s+", " ", "".join(self._line)).strip()
-        self._line = []
-        if line:
-            self.lines.append(line)
-        if tag in _PARAGRAPH_TAGS and self.lines and self.lines[-1]:
-            self.lines.append("")
-
-
-def html_text(html: str) -> str:
-    """The plain text an HTML body shows: its text, one line per block, no markup."""
-    parser = _TextOfHtml()
-    parser.feed(html)
-    parser.close()
-    text = "\n".join(parser.lines).strip("\n")
-    return text + "\n" if text else ""

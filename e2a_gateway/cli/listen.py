@@ -30,10 +30,10 @@ import anyio
 
 from e2a_gateway.automatic_mail import delivered_return_path, header_fields, not_to_answer
 from e2a_gateway.cli import exit_codes
-from e2a_gateway.cli.compose import html_text
 from e2a_gateway.cli.output import cell, email_json, terminal_text
 from e2a_gateway.cli.v1_commands import get_message_call, message_text
 from e2a_gateway.clock import parse_timestamp
+from e2a_gateway.html_text import html_text
 
 if TYPE_CHECKING:  # the SDK and httpx load when `e2a listen` runs (see client_commands.py)
     import httpx

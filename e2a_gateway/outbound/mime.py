@@ -24,6 +24,7 @@ from email.message import EmailMessage
 
 from e2a_gateway.addresses import AddressError, internationalised, parse_mailboxes
 from e2a_gateway.email_policies import HeaderClassesOnce
+from e2a_gateway.html_text import html_text
 
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
 MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
@@ -87,6 +88,7 @@ class Draft:
     to: list[str]
     subject: str
     text: str
+    """The text/plain body; blank beside `html`: the text the HTML shows (`html_text`)."""
     html: str | None = None
     """The HTML alternative; None or empty: the message is text only."""
     cc: list[str] = field(default_factory=list)
@@ -377,7 +379,9 @@ def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
         link = check_header_value("list_unsubscribe", draft.list_unsubscribe)
         _set_tokens(message, "List-Unsubscribe", [f"<{link}>"])
         _set_tokens(message, "List-Unsubscribe-Post", ["List-Unsubscribe=One-Click"])
-    message.set_content(draft.text)
+    # HTML alone: an empty plain alternative is what text-only readers and previews would show
+    blank = not draft.text.strip()
+    message.set_content(html_text(draft.html) if draft.html and blank else draft.text)
     files = draft.attachments
     if draft.html:  # an empty HTML part is what clients would show: a blank message
         message.add_alternative(draft.html, subtype="html")
