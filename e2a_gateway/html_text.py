@@ -6,7 +6,8 @@ send that gives no text), and what `e2a listen` shows of HTML-only mail. Pure, s
 from __future__ import annotations
 
 import re
-from html import unescape
+
+from e2a_gateway.html_tokens import EndTag, Text, html_tokens
 
 _PARAGRAPH_TAGS = frozenset(
     ["blockquote", "dl", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "ol", "p", "pre", "table", "ul"]
@@ -37,17 +38,6 @@ _LINE_TAGS = frozenset(
 _HIDDEN_TAGS = frozenset({"head", "script", "style", "template", "title"})
 
 
-_TOKEN = re.compile(
-    r"<!--.*?(?:-->|\Z)|<[!?][^>]*(?:>|\Z)|<(/?)([a-zA-Z][^\s/>]*)[^>]*(?:>|\Z)|[^<]+|<", re.S
-)
-"""One piece of HTML: a comment, a declaration, a start or end tag (its name in groups 1 and 2),
-text, or a `<` that opens nothing. One left open runs to the end of the document (as HTML's
-parsing rules end it), so each character is read once: `html.parser` reads the rest of the
-document again at each `<` of a tag left open, which took hours for 1 MiB of `<a `."""
-_RAW_TEXT_TAGS = frozenset({"script", "style"})
-"""Elements whose content is no markup: skipped whole, up to their end tag."""
-
-
 class _TextOfHtml:
     """The visible text of an HTML document, a line per block element."""
 
@@ -57,28 +47,16 @@ class _TextOfHtml:
         self._hidden = 0
 
     def feed(self, html: str) -> None:
-        """Read the whole document."""
-        lowered = html.lower()
-        position = 0
-        while position < len(html):
-            token = _TOKEN.match(html, position)
-            assert token is not None  # `<` alone matches what nothing else does
-            position = token.end()
-            closing, name = token.group(1, 2)
-            if name is None:
-                if token.group().startswith("<") and token.group() != "<":
-                    continue  # a comment or a declaration
+        """Read the whole document (`html_tokens`: in linear time)."""
+        for token in html_tokens(html):
+            if isinstance(token, Text):
                 if not self._hidden:
-                    self._line.append(unescape(token.group()))
-                continue
-            tag = name.lower()
-            if tag in _RAW_TEXT_TAGS and not closing:
-                end = lowered.find(f"</{tag}", position)
-                position = len(html) if end < 0 else end
-            elif tag in _HIDDEN_TAGS:
-                self._hidden = max(0, self._hidden + (-1 if closing else 1))
+                    self._line.append(token.text)
+            elif token.name in _HIDDEN_TAGS:
+                if isinstance(token, EndTag) or not token.closed:
+                    self._hidden = max(0, self._hidden + (-1 if isinstance(token, EndTag) else 1))
             else:
-                self._break(tag)
+                self._break(token.name)
 
     def close(self) -> None:
         """Finish the document, its last line included."""

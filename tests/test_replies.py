@@ -361,7 +361,7 @@ def test_a_long_html_body_is_rendered_in_its_first_half_megabyte() -> None:
     assert time.process_time() - started < 5
     assert [(part.kind, part.start, part.end) for part in split.parts] == [
         ("authored", 0, 20_000),
-        ("quoted", 20_000, 116_510),
+        ("quoted", 20_000, 116_508),  # the cut leaves `<p` at the end: a tag, no text
     ]
     rendered = split.parts[-1].text.split("\n")
     assert rendered[:2] == ["ok", ""]

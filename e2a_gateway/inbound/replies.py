@@ -17,8 +17,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from typing import Literal
+
+from e2a_gateway.html_tokens import EndTag, Text, html_tokens
 
 PartKind = Literal["authored", "quoted", "signature"]
 
@@ -927,7 +928,7 @@ class _Open:
     """A <p> shown with space after it (not Word's zero-margin MsoNormal lines)."""
 
 
-class _HtmlRenderer(HTMLParser):
+class _HtmlRenderer:
     """Renders an HTML body to lines, each with the depth of the blockquotes around it.
 
     What the open elements say (skipped, preformatted, quoting, signature) is counted as they
@@ -935,7 +936,6 @@ class _HtmlRenderer(HTMLParser):
     """
 
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.lines: list[_Line] = []
         self._buffer: list[str] = []
         self._open: list[_Open] = []
@@ -943,7 +943,19 @@ class _HtmlRenderer(HTMLParser):
         self._quotes = 0
         self._signatures = 0
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+    def feed(self, html: str) -> None:
+        """Render the whole document (`html_tokens`: in linear time)."""
+        for token in html_tokens(html):
+            if isinstance(token, Text):
+                self.handle_data(token.text)
+            elif isinstance(token, EndTag):
+                self.handle_endtag(token.name)
+            elif token.closed:
+                self.handle_startendtag(token.name, token.attributes)
+            else:
+                self.handle_starttag(token.name, token.attributes)
+
+    def handle_starttag(self, tag: str, attrs: dict[str, str]) -> None:
         if self._skipping():
             if tag in _SKIPPED_TAGS:
                 self._push(_Open(tag))
@@ -959,18 +971,17 @@ class _HtmlRenderer(HTMLParser):
         elif tag in ("td", "th"):
             self._buffer.append(" ")
         if tag in _TRACKED_TAGS:
-            values = {name: value or "" for name, value in attrs}
-            marks = f"{values.get('class', '')} {values.get('id', '')}".split()
+            marks = f"{attrs.get('class', '')} {attrs.get('id', '')}".split()
             self._push(
                 _Open(
                     tag,
-                    quote=tag == "blockquote" and _is_quote_blockquote(values),
+                    quote=tag == "blockquote" and _is_quote_blockquote(attrs),
                     signature=any(_SIGNATURE_MARKS.search(mark) for mark in marks),
-                    paragraph=tag == "p" and _is_spaced_paragraph(values),
+                    paragraph=tag == "p" and _is_spaced_paragraph(attrs),
                 )
             )
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+    def handle_startendtag(self, tag: str, attrs: dict[str, str]) -> None:
         if tag in _TRACKED_TAGS:  # <div/>: opens and closes nothing
             return
         self.handle_starttag(tag, attrs)
@@ -1000,7 +1011,7 @@ class _HtmlRenderer(HTMLParser):
             self._buffer.append(re.sub(r"[ \t\r\n\f]+", " ", data))
 
     def close(self) -> None:
-        super().close()
+        """Finish the document, its last line included."""
         self._break()
 
     def _push(self, element: _Open) -> None:
