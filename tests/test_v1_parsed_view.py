@@ -7,6 +7,7 @@ is read back over HTTP from a running gateway."""
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from e2a_gateway.api.v1.parsed_view import MAX_HTML_BYTES, MAX_TEXT_BYTES
@@ -111,9 +112,12 @@ async def test_mail_sent_shows_the_agents_own_words_only(
     text = (
         "Thursday works.\n\nOn Mon, Mar 2, 2026 at 9:00 AM Bob <bob@example.org> wrote:\n> When?\n"
     )
+    # scheduled an hour ahead, so that it waits with its body kept: no relay is configured,
+    # and a send that fails drops its body (docs/outbound.md)
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     sent = await alice.http.post(
         "/v1/agents/bot%40agents.test/messages",
-        json={"to": ["bob@example.org"], "subject": "Re: meeting", "text": text},
+        json={"to": ["bob@example.org"], "subject": "Re: meeting", "text": text, "send_at": later},
     )
     assert sent.status_code in (200, 202), sent.text
     answer = await alice.http.get(
