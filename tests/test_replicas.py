@@ -1065,6 +1065,27 @@ async def test_fanout_listening_at_last_after_a_failed_start_makes_clients_re_dr
         await storage.close()
 
 
+async def test_fanout_says_when_another_replica_listens_under_its_name(
+    database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two replicas given the same `database.replica_id`: the second to listen logs an error
+    naming the setting (their restarts leave each other's leases alone, test_storage)."""
+    first = PostgresStorage.open(database, "host-a/8080")
+    second = PostgresStorage.open(database, "host-a/8080")
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(PostgresFanout(first, Hub(), JobQueue()).run)
+            assert "database.replica_id" not in caplog.text
+            await nursery.start(PostgresFanout(second, Hub(), JobQueue()).run)
+            nursery.cancel_scope.cancel()
+    finally:
+        await first.close()
+        await second.close()
+    (told,) = [record for record in caplog.records if "database.replica_id" in record.message]
+    assert told.levelname == "ERROR"
+    assert "under this replica's name 'host-a/8080'" in told.message
+
+
 async def test_fanout_listening_to_another_database_refuses_to_start(database: str) -> None:
     """A `database.listen_url` that does not lead to the database the pool NOTIFYs on would
     hear no other replica: the fan-out does not start, and says which setting to fix."""

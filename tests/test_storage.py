@@ -2749,6 +2749,39 @@ async def test_restarted_replica_frees_only_the_leases_held_under_its_name(
     assert held_by_second.id != held_by_first.id
 
 
+async def test_a_replica_started_under_a_running_ones_name_frees_none_of_its_leases(
+    replicas: tuple[Storage, Storage], postgres_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two replicas given the same `database.replica_id` (a copied config): the one that
+    starts (or stops) while the other runs and holds jobs frees none of them, where it would
+    hand the other's send in flight to a third replica and the mail would go out twice; the
+    log names the setting. Once the other is gone, its leases are freed as before."""
+    first, _ = replicas
+    alice = await add_user(first)
+    await first.add_agent(make_agent(alice, "a@agents.test"))
+    await first.add_outbound(make_outbound(alice, "a@agents.test", "msg_1", "queued"))
+    assert isinstance(first, e2a_gateway.storage.postgres.PostgresStorage)
+    listening = await trio.to_thread.run_sync(first.connect_listener)  # replica A runs
+    (held,) = await first.claim_jobs("outbound", 100.0, 1, 60)
+    namesake = open_storage(postgres_db, "host-a/8080")  # another replica, named as A
+    try:
+        assert isinstance(namesake, e2a_gateway.storage.postgres.PostgresStorage)
+        assert await first.namesake() is None  # its own LISTEN connection does not count
+        await namesake.release_leases()
+        assert await namesake.claim_jobs("outbound", 101.0, 10, 60) == []
+        assert "database.replica_id" in caplog.text and "'host-a/8080'" in caplog.text
+        listening.close()  # A stops
+        with trio.fail_after(5):
+            while await namesake.namesake() is not None:  # noqa: ASYNC110 (the server ends A's session)
+                await trio.sleep(0.05)
+        await namesake.release_leases()
+        (reclaimed,) = await namesake.claim_jobs("outbound", 101.0, 10, 60)
+    finally:
+        listening.close()
+        await namesake.close()
+    assert reclaimed.id == held.id
+
+
 async def test_restarted_replica_frees_its_own_v1_webhook_deliveries_at_once(
     replicas: tuple[Storage, Storage], postgres_db: str
 ) -> None:

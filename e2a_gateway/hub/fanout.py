@@ -173,11 +173,22 @@ class PostgresFanout:
                 while not self._dispatch(pgconn, token):
                     await trio.lowlevel.wait_readable(fileno)
                     _consume(pgconn)
+                await self._tell_namesake()
                 return connection
             raise Unheard(self._storage.unheard(CHECK_SECONDS))
         except BaseException:
             connection.close()
             raise
+
+    async def _tell_namesake(self) -> None:
+        """Log an error when another session listens under this replica's name (the same
+        `database.replica_id` twice: `PostgresStorage.namesake`)."""
+        try:
+            namesake = await self._storage.namesake()
+        except StorageUnavailable:
+            return  # the next LISTEN, or the leases' release, asks again
+        if namesake is not None:
+            log.error("fan-out: %s", namesake)
 
     async def _relay(self, connection: psycopg.Connection[Any]) -> None:
         """Relay notifications from `connection` until it fails (raises) or we are cancelled."""

@@ -8,6 +8,7 @@ a lease, so replicas never take the same job and take over a dead replica's once
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import secrets
@@ -56,9 +57,21 @@ FANOUT_CHANNEL = "e2a_fanout"
 # The channel on which a replica checks that its LISTEN connection hears what the pool NOTIFYs
 # (e2a_gateway.hub.fanout): through a pooler in transaction mode it hears nothing.
 CHECK_CHANNEL = "e2a_listen_check"
+LISTENER_NAME = "e2a-fanout"
+"""The `application_name` of a replica's LISTEN connection, followed by a digest of the
+replica's name (`listener_name`)."""
 SILENT_SERVER_SECONDS = 5
 """How long, by default, a server may stay silent before a connection to it is given up on
 (`database.silent_server_seconds`, `dead_peer_settings`)."""
+
+
+def listener_name(holder: str) -> str:
+    """The `application_name` of the LISTEN connection of the replica named `holder`
+    (`database.replica_id`, by a digest: the name may be longer than the 63 bytes PostgreSQL
+    keeps of it), by which replicas find another that runs under their name."""
+    if not holder:
+        return LISTENER_NAME
+    return f"{LISTENER_NAME} {hashlib.sha256(holder.encode()).hexdigest()[:24]}"
 
 
 def dead_peer_settings(seconds: int) -> dict[str, int]:
@@ -322,6 +335,8 @@ class PostgresStorage(SqlStorage):
         """Why every call is refused without touching the database (`refuse`), if it is."""
         self.process_tag = secrets.token_hex(8)
         """Tags this process's NOTIFY payloads, so its own fan-out listener can skip them."""
+        self._listener_pid = 0
+        """The server process of this replica's latest LISTEN connection (0: none yet)."""
 
     @classmethod
     def open(
@@ -398,8 +413,10 @@ class PostgresStorage(SqlStorage):
     def connect_listener(self) -> Connection:
         """A dedicated connection (outside the pool) to `listen_url` that LISTENs on
         FANOUT_CHANNEL and CHECK_CHANNEL; blocking, so call it in a thread. TCP keepalives let
-        a silently dead peer be noticed."""
-        params = self._connection_params(self.listen_url, "e2a-fanout")
+        a silently dead peer be noticed. Its `application_name` names this replica
+        (`listener_name`, whatever the URL sets), for `namesake`."""
+        params = self._connection_params(self.listen_url, "")
+        params["application_name"] = listener_name(self.holder)
         try:
             connection = psycopg.connect(**params, autocommit=True)
         except psycopg.Error as exc:
@@ -413,7 +430,47 @@ class PostgresStorage(SqlStorage):
             raise StorageUnavailable(
                 f"postgres ({self.listen_display_url}): LISTEN: {exc}"
             ) from exc
+        self._listener_pid = connection.info.backend_pid
         return connection
+
+    async def namesake(self) -> str | None:
+        """What to tell the operator when another session listens under this replica's name
+        (`listener_name`) — another replica running with the same `database.replica_id`, or
+        this replica's own LISTEN session from before a crash, which the server has not yet
+        found dead — else None. This replica's own latest LISTEN connection does not count."""
+        if not self.holder:
+            return None
+        row = await self._read(
+            lambda tx: tx.first(
+                "SELECT pid, host(client_addr), "
+                "to_char(backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') "
+                "FROM pg_stat_activity WHERE application_name = ? AND pid <> ? "
+                "AND datname = current_database() ORDER BY backend_start LIMIT 1",
+                (listener_name(self.holder), self._listener_pid),
+            )
+        )
+        if row is None:
+            return None
+        pid, client, since = row
+        return (
+            f"database.replica_id: another session listens on this database under this "
+            f"replica's name {self.holder!r} (PostgreSQL session {pid}"
+            f"{f' from {client}' if client else ''}, connected {since} UTC): another replica "
+            "runs with the same database.replica_id, or this replica's own session from before "
+            "a crash lingers on the server. Job leases held under the name are not given back "
+            "while it is there (they would be taken from under the other replica, and its "
+            "work done twice): give every replica a name of its own "
+            '(docs/replicas.md, "Jobs")'
+        )
+
+    async def release_leases(self) -> None:
+        """Free the leases held under this replica's name (`SqlStorage.release_leases`),
+        unless another session runs under that name (`namesake`): they are then left to run
+        out, and the log says why."""
+        if (namesake := await self.namesake()) is not None:
+            log.warning("%s; job leases not given back", namesake)
+            return
+        await super().release_leases()
 
     async def notify_check(self, token: str) -> None:
         """NOTIFY `token` on CHECK_CHANNEL through the pool, as commits announce their news:
