@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pytest
 import trio
 
 from e2a_gateway.app import RunningGateway, run_gateway
@@ -37,7 +38,7 @@ from tests.delivery_support import (
 from tests.http_receiver import CLOSE, Answer, HttpReceiver, Received, Reply
 from tests.test_dashboard import csrf_token, sign_in
 from tests.test_signing_identity import sdk_verifies
-from tests.webhook_support import FakeClock, job_due_at, quiet, receiver, settings
+from tests.webhook_support import FakeClock, job_due_at, quiet, receiver, settings, store_received
 
 __all__ = ["quiet", "receiver", "settings"]  # fixtures
 
@@ -168,6 +169,52 @@ async def test_dead_letters_are_listed_with_the_last_error_and_redelivered_signe
         ] == []
         assert await worker.deliver_due(clock.now + DAY) == 0
         assert job_due_at(gateway.settings, gone) is None
+
+
+async def test_a_redelivery_that_fails_again_is_retried_from_30_s_for_24_h_numbered_on(
+    quiet: QuietGateway, receiver: HttpReceiver
+) -> None:
+    """A dead letter redelivered while its receiver is still broken (503) is retried on the
+    delivery schedule from its start: about 30 s after the redelivery's first attempt, then
+    about 60 s, doubling to 1 h, until 24 h after the redelivery; its attempts are numbered on
+    from the last one all the while, and it is a dead letter again at the end."""
+    gateway = quiet.gateway
+    alice = await open_account(gateway, quiet.http_url, "alice@example.com")
+    async with alice.http, WebhookConnections() as connections:
+        clock = FakeClock(time.time())
+        worker = WebhookWorker(gateway, connections, clock=clock, attempt_timeout=5.0)
+        agent = await create_agent(alice, "hooked", receiver.url)
+        # Received two days ago: its first 24 h of retries ended a day ago.
+        clock.now = time.time() - 2 * DAY
+        message = await store_received(quiet, agent, clock.now, "Still broken")
+        receiver.reply = lambda _: Answer(503)
+        first_run = await exhaust(worker, clock, gateway.settings, message)
+        assert first_run > 10
+        assert await delivery_status(alice, agent, message) == "failed"
+
+        queued = await alice.http.post(dead_letters_path(agent, f"/{message}/redeliver"))
+        assert queued.status_code == 202
+        clock.now = redelivered_at = time.time()
+        before = len(receiver.requests)
+        assert await worker.deliver_due(clock.now) == 1
+        (request,) = receiver.requests[before:]
+        assert request.headers["x-e2a-delivery-attempt"] == str(first_run + 1)
+        for expected_delay in (30.0, 60.0, 120.0):
+            due = job_due_at(gateway.settings, message)
+            assert due is not None
+            assert 0.8 * expected_delay <= due - clock.now <= 1.2 * expected_delay
+            clock.now = due
+            assert await worker.deliver_due(due) == 1
+        numbers = [r.headers["x-e2a-delivery-attempt"] for r in receiver.requests[before:]]
+        assert numbers == [str(first_run + n) for n in range(1, 5)]
+
+        second_run = 4 + await exhaust(worker, clock, gateway.settings, message)
+        assert clock.now == pytest.approx(redelivered_at + DAY, abs=5.0)  # the last, at 24 h
+        assert await delivery_status(alice, agent, message) == "failed"
+        recorded = await recorded_attempts(gateway, message)
+        assert [a.attempt for a in recorded] == list(range(1, first_run + second_run + 1))
+        (letter,) = await listed(alice, agent)
+        assert (letter["message_id"], letter["attempts"]) == (message, first_run + second_run)
 
 
 async def test_a_local_agent_takes_no_redelivery_and_bad_pages_are_refused(

@@ -355,6 +355,10 @@ class Job:
     kind: str
     message_id: str
     attempts: int
+    """The attempts this job has made (its retry schedule goes by them)."""
+    earlier_attempts: int
+    """The attempts earlier jobs of the same work made: 0 but for a dead letter redelivered by
+    hand, whose attempts are numbered on from them."""
     run_at: float
     created_at: float
     leased_until: float

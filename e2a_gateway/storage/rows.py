@@ -103,7 +103,7 @@ API_KEYS_WITH_AGENTS = "api_keys k LEFT JOIN agents a ON a.id = k.agent_id"
 """What API_KEY_COLUMNS are selected from: each key with the address of the agent it is bound
 to (an agent key), if that agent is still there."""
 WEBHOOK_ATTEMPT_COLUMNS = "attempt, attempted_at, status_code, error, duration_ms"
-JOB_COLUMNS = "id, kind, message_id, attempts, run_at, created_at"
+JOB_COLUMNS = "id, kind, message_id, attempts, earlier_attempts, run_at, created_at"
 
 _STORED_SIGNED = tuple(name for name in SIGNED_HEADERS if name != MESSAGE_ID)
 """The signed headers an inbound row keeps the values of: all but the message id, its own id."""
@@ -616,12 +616,8 @@ def delivery_status_params(finished: Iterable[FinishedAttempt]) -> list[tuple[An
 
 
 def retry_params(finished: Iterable[FinishedAttempt]) -> list[tuple[Any, ...]]:
-    """For `SET run_at = _, attempts = _ ... WHERE id = _`, for the jobs due again."""
-    return [
-        (item.retry_at, item.attempt.attempt, item.job_id)
-        for item in finished
-        if item.outcome == "retrying"
-    ]
+    """For `SET run_at = _ ... WHERE id = _`, for the jobs due again."""
+    return [(item.retry_at, item.job_id) for item in finished if item.outcome == "retrying"]
 
 
 def done_job_ids(finished: Iterable[FinishedAttempt]) -> list[int]:
@@ -725,8 +721,10 @@ def first_conversation(rows: Iterable[Sequence[Any]], rfc_message_ids: list[str]
 
 def decode_job(row: Sequence[Any], leased_until: float) -> Job:
     """A job from a JOB_COLUMNS row, as its claim leased it until `leased_until`."""
-    job_id, kind, message_id, attempts, run_at, created_at = row
-    return Job(job_id, kind, message_id, attempts, run_at, created_at, leased_until)
+    job_id, kind, message_id, attempts, earlier_attempts, run_at, created_at = row
+    return Job(
+        job_id, kind, message_id, attempts, earlier_attempts, run_at, created_at, leased_until
+    )
 
 
 def jobs_within_room(

@@ -290,7 +290,9 @@ class WebhookWorker(HostPacedWorker[FinishedAttempt]):
         self, job: Job, delivery: WebhookDelivery, lease: Lease
     ) -> FinishedAttempt | None:
         """POST once under `lease` and judge the answer: the attempt to record with the job's
-        next state, or None when the job passed to another claim before its POST.
+        next state, or None when the job passed to another claim before its POST. The attempt
+        is numbered on from those of earlier jobs (a dead letter's redelivery goes on from its
+        last attempt), and retried on the schedule of this job's own attempts, from its start.
 
         Whatever a job's data does to the attempt, the worker goes on: an unexpected error is
         logged and recorded as this attempt's error, and the job is retried on the usual
@@ -299,7 +301,7 @@ class WebhookWorker(HostPacedWorker[FinishedAttempt]):
         (the error would show the database's address to the account), and the job is left to
         its lease."""
         message = delivery.message
-        attempt_number = job.attempts + 1
+        attempt_number = job.earlier_attempts + job.attempts + 1
         started, started_monotonic = self._clock(), trio.current_time()
         try:
             answer = await self._post(delivery, attempt_number, started, lease)
@@ -321,7 +323,7 @@ class WebhookWorker(HostPacedWorker[FinishedAttempt]):
         if verdict == "retry":
             retry_after = parse_retry_after(answer.retry_after, finished)
             retry_at = WEBHOOK_DELIVERY.next_attempt_at(
-                attempt_number, now=finished, first_at=job.created_at, retry_after=retry_after
+                job.attempts + 1, now=finished, first_at=job.created_at, retry_after=retry_after
             )
             outcome = "retrying" if retry_at is not None else "failed"
         record = WebhookAttempt(

@@ -31,7 +31,8 @@ LAST_ATTEMPT = (
 def _requeue(
     tx: Transaction, user_id: str, agent_email: str, message_ids: list[str] | None, now: float
 ) -> list[str]:
-    """Queue one webhook job per dead letter taken; their ids."""
+    """Queue one webhook job per dead letter taken, its attempts to be numbered on from the last
+    one recorded (`earlier_attempts`) while its retry schedule starts afresh; their ids."""
     query = f"SELECT m.id FROM messages m WHERE {DEAD}"
     params: list[Any] = [user_id, agent_email]
     if message_ids is not None:
@@ -41,7 +42,7 @@ def _requeue(
     if not taken:
         return []
     tx.execute(
-        "INSERT INTO jobs (kind, message_id, run_at, attempts, created_at) "
+        "INSERT INTO jobs (kind, message_id, run_at, earlier_attempts, created_at) "
         "SELECT ?, m.id, ?, (SELECT coalesce(max(w.attempt), 0) FROM webhook_attempts w "
         f"WHERE w.message_id = m.id), ? FROM messages m "
         f"WHERE {tx.dialect.in_list('m.id', 'text')}",

@@ -99,12 +99,13 @@ def holds_lease(tx: Transaction, job_id: int, leased_until: float | None) -> boo
     return current_leases(tx, "jobs", "bigint", [job_id]).get(job_id) == leased_until
 
 
+RETRY_JOB = "UPDATE jobs SET run_at = ?, attempts = attempts + 1, locked_until = NULL WHERE id = ?"
+"""Put a claimed job back, due at `run_at`, with one more attempt counted: (run_at, id)."""
+
+
 def retry_job(tx: Transaction, job_id: int, retry_at: float | None) -> None:
     """Put a claimed job back, due at `retry_at`, with one more attempt counted."""
-    tx.execute(
-        "UPDATE jobs SET run_at = ?, attempts = attempts + 1, locked_until = NULL WHERE id = ?",
-        (retry_at, job_id),
-    )
+    tx.execute(RETRY_JOB, (retry_at, job_id))
 
 
 class JobsSql(Runner):

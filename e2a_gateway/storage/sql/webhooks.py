@@ -23,7 +23,7 @@ from e2a_gateway.storage.rows import (
     retry_params,
 )
 from e2a_gateway.storage.sql.accounts import mark_signed
-from e2a_gateway.storage.sql.jobs import current_leases, lease, lease_time
+from e2a_gateway.storage.sql.jobs import RETRY_JOB, current_leases, lease, lease_time
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import CLOUD, WEBHOOK_JOB
@@ -49,10 +49,7 @@ def _record_attempts(tx: Transaction, finished: list[FinishedAttempt]) -> None:
     tx.executemany(
         "UPDATE messages SET delivery_status = ? WHERE id = ?", delivery_status_params(finished)
     )
-    tx.executemany(
-        "UPDATE jobs SET run_at = ?, attempts = ?, locked_until = NULL WHERE id = ?",
-        retry_params(finished),
-    )
+    tx.executemany(RETRY_JOB, retry_params(finished))
     answered = [item.message_id for item in finished if item.attempt.status_code is not None]
     if answered:
         owners = tx.all(
@@ -95,8 +92,8 @@ class WebhooksSql(Runner):
             dialect = tx.dialect
             leased_at = lease_time(tx, now)
             candidates = tx.all(
-                "SELECT j.id, j.kind, j.message_id, j.attempts, j.run_at, j.created_at, "
-                f"{WEBHOOK_URL} FROM jobs j JOIN messages m ON m.id = j.message_id "
+                "SELECT j.id, j.kind, j.message_id, j.attempts, j.earlier_attempts, j.run_at, "
+                f"j.created_at, {WEBHOOK_URL} FROM jobs j JOIN messages m ON m.id = j.message_id "
                 "JOIN agents a ON a.email = m.agent_email "
                 "WHERE j.kind = ? AND j.run_at <= ? AND a.deleted_at IS NULL "
                 "AND (j.locked_until IS NULL OR j.locked_until < ?) "
