@@ -574,3 +574,63 @@ def test_a_gateway_restarting_mid_message_leaves_it_unread_and_listening_goes_on
     forwarded = sorted(r.body["subject"] for r in target.requests)
     assert forwarded == ["After", "Deploy", "Deploy"], err
     assert left == []
+
+
+def test_a_token_read_from_a_file_is_the_bearer_and_never_an_argument(
+    live: LiveGateway, account: Account, cli: Cli, target: FakeTarget, tmp_path: Path
+) -> None:
+    """`--forward-token-file` keeps the model's key out of the process list, where every user
+    of the machine reads a long-running listener's arguments: the file's text (but for its
+    line end, CRLF included) is the bearer token, and the forward is replied as with
+    `--forward-token`."""
+    bot, human = one_message(live, account, cli)
+    token_file = tmp_path / "openai.key"
+    token_file.write_bytes(b"sk-from-file\r\n")
+    args = ("listen", "--agent", bot, "--max", "1", "--forward", target.url("/model"))
+
+    code, _, err = usage_error(
+        cli, *args, "--forward-token-file", str(token_file), "--forward-token", "sk-x"
+    )
+    assert code == 2 and "not allowed with" in err  # one token or the other
+    code, _, err = cli(*args, "--forward-token-file", str(token_file))
+    assert code == 0, err
+    (request,) = target.requests
+    assert (request.path, request.authorization) == ("/model", "Bearer sk-from-file")
+    assert "replied to" in err and "sk-from-file" not in err
+    wait_until(lambda: unread(live, account.key, human) == 1)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(None, "no such file"), (b"", "is empty"), (b"sk-hidden one\n", "printable ASCII")],
+)
+def test_a_token_file_that_holds_no_token_is_a_usage_error_that_never_shows_it(
+    live: LiveGateway,
+    account: Account,
+    cli: Cli,
+    target: FakeTarget,
+    tmp_path: Path,
+    content: bytes | None,
+    problem: str,
+) -> None:
+    """A token file missing, empty or holding what no header carries is exit 2 before any mail
+    is read, naming the file and the problem, never its content."""
+    bot, _ = one_message(live, account, cli)
+    token_file = tmp_path / "token"
+    if content is not None:
+        token_file.write_bytes(content)
+    args = ("listen", "--agent", bot, "--max", "1", "--forward", target.url())
+    code, out, err = usage_error(cli, *args, "--forward-token-file", str(token_file))
+    assert code == 2, (out, err)
+    assert problem in err and "hidden" not in err
+    assert target.requests == []
+    assert unread(live, account.key, bot) == 1
+
+
+def usage_error(cli: Cli, *args: str) -> tuple[int | str | None, str, str]:
+    """`cli(*args)` where argparse may end it with its usage error (SystemExit)."""
+    try:
+        return cli(*args)
+    except SystemExit as exit:
+        captured = cli.capsys.readouterr()
+        return exit.code, captured.out, captured.err

@@ -51,7 +51,7 @@ from e2a_gateway.cli.context import (
     key_agents,
 )
 from e2a_gateway.cli.doctor import add_doctor_arguments, cmd_doctor
-from e2a_gateway.cli.listen import add_listen_arguments, cmd_listen_with
+from e2a_gateway.cli.listen import add_listen_arguments, cmd_listen_with, read_forward_token
 from e2a_gateway.cli.output import email_json, print_fields, print_json, print_table, terminal_text
 from e2a_gateway.cli.v1_commands import (
     SCAN_LEVELS,
@@ -81,8 +81,9 @@ if TYPE_CHECKING:
     from e2a_gateway.v1.models import Agent, Domain
 
 EXAMPLES = {
-    "login": "example:\n  e2a login --url http://127.0.0.1:8080 --api-key e2a_…\n"
-    '  echo "$KEY" | e2a login --url http://127.0.0.1:8080',
+    "login": "example:\n  e2a login --url http://127.0.0.1:8080    (asks for the key)\n"
+    "  printf '%s\\n' \"$KEY\" | e2a login --url http://127.0.0.1:8080\n"
+    "--api-key KEY works too, but the key is then in the process list and the shell's history",
     "whoami": "example:\n  e2a whoami\n  e2a whoami --json | jq -r .key.name",
     "doctor": "example:\n  e2a doctor\n  e2a doctor --agent helpdesk@example.com "
     "--dkim-selector e2a --nameserver 1.1.1.1",
@@ -121,8 +122,9 @@ EXAMPLES = {
     "  e2a config set agent_email helpdesk@agents.example.com",
     "listen": "example:\n  e2a listen\n  e2a listen --json | jq -r .subject\n"
     "  e2a listen --forward http://127.0.0.1:3000/hook\n"
-    '  e2a listen --forward https://api.openai.com/v1/responses --forward-token "$OPENAI_API_KEY"'
-    "\n  e2a listen --once --until 10m --conversation conv_42 --json",
+    "  e2a listen --forward https://api.openai.com/v1/responses "
+    "--forward-token-file ~/.config/openai.key\n"
+    "  e2a listen --once --until 10m --conversation conv_42 --json",
     "config list": "example:\n  e2a config list --json",
     "config get": "example:\n  e2a config get url\n  e2a config get api_url    (e2a's name)",
     "config set": "example:\n  e2a config set agent_email helpdesk@agents.example.com",
@@ -262,7 +264,12 @@ def _account_commands(commands: Any) -> None:
         "the key is read from stdin.",
     )
     login.add_argument("--url", help="the gateway's base URL, e.g. http://127.0.0.1:8080")
-    login.add_argument("--api-key", metavar="KEY", help="an API key from `e2a bootstrap`")
+    login.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="an API key from `e2a bootstrap` (without it, asked for or read from stdin, "
+        "which keeps it out of the process list)",
+    )
     login.add_argument("--agent", metavar="EMAIL", help="the default agent for later commands")
 
     _add(
@@ -1157,9 +1164,10 @@ def cmd_send(ctx: Context) -> int:
 
 
 def cmd_listen(ctx: Context) -> int:
-    """`listen [--forward URL [--forward-token T]] [--once] [--until WHEN] …`."""
-    if ctx.args.forward_token and not ctx.args.forward:
+    """`listen [--forward URL [--forward-token T | --forward-token-file F]] [--once] …`."""
+    if (ctx.args.forward_token or ctx.args.forward_token_file) and not ctx.args.forward:
         raise UsageError("--forward-token needs --forward URL (it is that POST's bearer token)")
+    read_forward_token(ctx.args)
     if ctx.text and not ctx.args.once:
         raise UsageError("--text requires --once (it prints the one message listen waits for)")
     agent = ctx.agent()

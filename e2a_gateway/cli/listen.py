@@ -23,6 +23,7 @@ import sys
 import time
 from contextlib import aclosing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -30,10 +31,12 @@ import anyio
 
 from e2a_gateway.automatic_mail import delivered_return_path, header_fields, not_to_answer
 from e2a_gateway.cli import exit_codes
+from e2a_gateway.cli.context import UsageError
 from e2a_gateway.cli.output import cell, email_json, terminal_text
 from e2a_gateway.cli.v1_commands import get_message_call, message_text
 from e2a_gateway.clock import parse_timestamp
 from e2a_gateway.html_text import html_text
+from e2a_gateway.secret_files import read_secret_file
 
 if TYPE_CHECKING:  # the SDK and httpx load when `e2a listen` runs (see client_commands.py)
     import httpx
@@ -127,6 +130,19 @@ def _bearer_token(text: str) -> str:
     return text
 
 
+def read_forward_token(args: argparse.Namespace) -> None:
+    """Set `args.forward_token` from `--forward-token-file`, when given: the file's text but
+    for one trailing line end, checked as `--forward-token` is. A UsageError names the file and
+    the problem, never the file's content."""
+    if not args.forward_token_file:
+        return
+    try:
+        token = read_secret_file(Path(args.forward_token_file))
+        args.forward_token = _bearer_token(token)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise UsageError(f"--forward-token-file: {exc}") from None
+
+
 def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `e2a listen` (besides --agent and --json)."""
     parser.add_argument(
@@ -139,12 +155,22 @@ def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
         "API request instead, and the model's output text is sent back as the reply (never "
         "to automatic mail, nor to a sender whose From failed DMARC)",
     )
-    parser.add_argument(
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument(
         "--forward-token",
         type=_bearer_token,
         metavar="TOKEN",
         help="with --forward: the model endpoint's key, sent as `Authorization: Bearer "
-        "TOKEN`; it makes the forward an OpenAI Responses API request that is replied",
+        "TOKEN`; it makes the forward an OpenAI Responses API request that is replied. Any "
+        "user of this machine can read it in the process list while listen runs: prefer "
+        "--forward-token-file",
+    )
+    token.add_argument(
+        "--forward-token-file",
+        metavar="FILE",
+        help="--forward-token read from FILE (its text but for one trailing line end), so the "
+        "key stays out of the process list: --forward-token-file ~/.config/openai.key, or "
+        "--forward-token-file <(printenv OPENAI_API_KEY)",
     )
     parser.add_argument(
         "--model",
