@@ -558,6 +558,35 @@ async def test_a_call_with_a_bad_id_is_refused_not_made(
     assert garbled.status_code == 400 and garbled.json()["error"]["code"] == -32700
 
 
+async def test_a_request_holding_a_lone_surrogate_is_refused_under_its_id(
+    running: RunningGateway, make_account: Any, anonymous: httpx.AsyncClient
+) -> None:
+    """JSON may escape half of a surrogate pair (what a JavaScript client writes for a string
+    cut inside an emoji), which the MCP library cannot read: the request is refused under its
+    own id, saying where and why, not as a parse error of no request."""
+    account: Account = await make_account("mcp-surrogates@example.com")
+    headers = MCP_HEADERS | {
+        "Authorization": f"Bearer {account.key}",
+        "Content-Type": "application/json",
+    }
+    body = (
+        b'{"jsonrpc": "2.0", "id": "call-9", "method": "tools/call", "params": '
+        b'{"name": "create_agent", "arguments": {"slug": "bot", "name": "Bot \\ud83d"}}}'
+    )
+    refused = await anonymous.post("/mcp", content=body, headers=headers)
+    assert refused.status_code == 400, refused.text
+    message = (
+        "Invalid params: params.arguments.name must not contain a lone surrogate (U+D83D), "
+        "which is not Unicode text"
+    )
+    assert refused.json() == {
+        "jsonrpc": "2.0",
+        "id": "call-9",
+        "error": {"code": -32602, "message": message, "data": {"code": "invalid_request"}},
+    }
+    assert (await account.http.get("/api/v1/agents")).json() == {"agents": []}
+
+
 def _rpc_answer(response: httpx.Response) -> dict[str, Any]:
     """The JSON-RPC answer in a streamable-HTTP response (JSON, or one SSE `data:` event)."""
     if response.headers["content-type"].startswith("application/json"):

@@ -279,3 +279,33 @@ def test_a_gateway_url_that_cannot_be_one_exits_1_with_a_clear_message(url: str,
         "URL (http.public_url, e.g. https://mail.example.com)\n"
     )
     assert finished.stdout == ""
+
+
+async def test_a_request_holding_a_lone_surrogate_is_answered_under_its_id() -> None:
+    """JSON may escape half of a surrogate pair (`"\\ud83d"`, what a JavaScript client writes
+    for a string cut inside an emoji), which is no Unicode text and which the MCP library
+    cannot read. The request is refused under its own id, saying where and why, so the client
+    is not left waiting for an answer that never comes; the server goes on."""
+    call_line = (
+        '{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": '
+        '{"name": "get_agent", "arguments": {"email": "bot\\ud83d@agents.test"}}}'
+    )
+    lines = [
+        json.dumps(INITIALIZE),
+        '{"jsonrpc": "2.0", "method": "notifications/initialized"}',
+        call_line,
+        '{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"x": "\\udfff"}}',
+        '{"jsonrpc": "2.0", "id": "after", "method": "ping"}',
+    ]
+    answers = await exchange(lines, 4)
+    by_id = {answer["id"]: answer for answer in answers}
+    assert set(by_id) == {1, 7, None, "after"}
+    assert by_id[7]["error"] == {
+        "code": -32602,
+        "message": "Invalid params: params.arguments.email must not contain a lone surrogate "
+        "(U+D83D), which is not Unicode text",
+    }
+    # A notification has no id to answer under: id null, as for any line not taken.
+    assert by_id[None]["error"]["code"] == -32602
+    assert "params.x must not contain a lone surrogate (U+DFFF)" in by_id[None]["error"]["message"]
+    assert by_id["after"]["result"] == {}

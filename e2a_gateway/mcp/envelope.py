@@ -5,15 +5,24 @@ The library drops what it cannot read without an answer (stdio), refuses it with
 validator's report under the wrong code (HTTP), and takes a request whose `id` is neither a
 string nor an integer for a notification, so the call is silently never made. JSON-RPC 2.0
 (section 5) answers an Invalid Request with -32600 and a null id; `invalid_request` says why
-in one short sentence. Imports nothing of the SDK or the gateway: `e2a mcp` uses it too.
+in one short sentence. A message whose strings hold a lone surrogate (JSON may escape one,
+`"\\ud83d"`; the library's parser refuses it as a parse error with a null id) is refused under
+its own id instead, so the client is not left waiting. Imports nothing of the SDK or the
+gateway but the JSON checks every request body goes through: `e2a mcp` uses it too.
 """
 
 from __future__ import annotations
+
+import json
+
+from e2a_gateway.web.json_bodies import unfit_value
 
 PARSE_ERROR = -32700
 """JSON-RPC's code for a message that is not JSON."""
 INVALID_REQUEST = -32600
 """JSON-RPC's code for JSON that is not a valid JSON-RPC message."""
+INVALID_PARAMS = -32602
+"""JSON-RPC's code for a request whose params cannot be taken."""
 
 
 def _is_request_id(value: object) -> bool:
@@ -42,3 +51,21 @@ def invalid_request(message: object) -> str | None:
             '"result" or "error" (a response)'
         )
     return None
+
+
+def not_unicode(text: str | bytes) -> tuple[str | int | None, str] | None:
+    """For JSON that the MCP library cannot read because a string (or key) in it holds a lone
+    surrogate: the request's id (None when there is none to answer under: a notification, a
+    response, no message at all) and why its params are refused, naming where. None when
+    `text` is not JSON at all, or holds no lone surrogate."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None
+    found = unfit_value(message)
+    if found is None or "surrogate" not in found[1]:
+        return None
+    where, problem = found
+    request_id = message.get("id") if isinstance(message, dict) else None
+    answerable = isinstance(message, dict) and "method" in message and _is_request_id(request_id)
+    return (request_id if answerable else None), f"Invalid params: {where.lstrip('.')} {problem}"

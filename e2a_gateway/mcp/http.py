@@ -29,7 +29,13 @@ from werkzeug.datastructures import Headers
 
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.http_refusals import asgi_header
-from e2a_gateway.mcp.envelope import INVALID_REQUEST, PARSE_ERROR, invalid_request
+from e2a_gateway.mcp.envelope import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    invalid_request,
+    not_unicode,
+)
 from e2a_gateway.operations.caller import authenticate
 from e2a_gateway.operations.errors import Unauthorized
 from e2a_gateway.storage.base import StorageUnavailable
@@ -90,11 +96,13 @@ async def _send_error(
     headers: dict[str, str] | None = None,
     *,
     rpc_code: int = SERVER_ERROR,
+    request_id: str | int | None = None,
 ) -> None:
-    """Answer with a JSON-RPC error without an id (what the streamable-HTTP spec allows on an
-    HTTP error, and what MCP clients show), e2a's error code in its `data`."""
+    """Answer with a JSON-RPC error, without an id unless `request_id` is given (what the
+    streamable-HTTP spec allows on an HTTP error, and what MCP clients show), e2a's error code
+    in its `data`."""
     error = {"code": rpc_code, "message": message, "data": {"code": code}}
-    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
+    body = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
     raw_headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -132,14 +140,17 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
-def _not_a_message(body: bytes) -> str | None:
-    """Why `body` holds no JSON-RPC message the endpoint takes; None when it holds one, or is
-    not JSON at all (the MCP library answers that with its parse error)."""
+def _not_a_message(body: bytes) -> tuple[int, str, str | int | None] | None:
+    """Why `body` holds no JSON-RPC message the endpoint takes, as the JSON-RPC error code,
+    message and the id to answer under; None when it holds one, or is not JSON at all (the
+    MCP library answers that with its parse error)."""
     try:
         message = pydantic_core.from_json(body)
     except ValueError:
-        return None
-    return BATCHES_REFUSED if isinstance(message, list) else invalid_request(message)
+        unreadable = not_unicode(body)
+        return None if unreadable is None else (INVALID_PARAMS, unreadable[1], unreadable[0])
+    reason = BATCHES_REFUSED if isinstance(message, list) else invalid_request(message)
+    return None if reason is None else (INVALID_REQUEST, reason, None)
 
 
 def _replaying(body: bytes, receive: Receive) -> Receive:
@@ -257,7 +268,10 @@ class McpEndpoint:
                 return
             refused = _not_a_message(body)
             if refused is not None:
-                await _send_error(send, 400, "invalid_request", refused, rpc_code=INVALID_REQUEST)
+                rpc_code, why, request_id = refused
+                await _send_error(
+                    send, 400, "invalid_request", why, rpc_code=rpc_code, request_id=request_id
+                )
                 return
             receive = _replaying(body, receive)
         sessions = await self._session_manager()

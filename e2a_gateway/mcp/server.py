@@ -29,7 +29,13 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
 from e2a_gateway import __version__
-from e2a_gateway.mcp.envelope import INVALID_REQUEST, PARSE_ERROR, invalid_request
+from e2a_gateway.mcp.envelope import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    invalid_request,
+    not_unicode,
+)
 from e2a_gateway.mcp.remote import SdkPort
 from e2a_gateway.mcp.tiers import allowed_for_scope
 from e2a_gateway.mcp.tools import (
@@ -105,10 +111,11 @@ BATCHES_REFUSED = "JSON-RPC batches are not supported: send one message per line
 """Why a JSON array (a batch) is refused: `e2a mcp` reads one message a line."""
 
 
-def _rpc_error(code: int, message: str) -> types.JSONRPCError:
-    """JSON-RPC error `code` without an id: no request could be read to take it from."""
+def _rpc_error(code: int, message: str, request_id: str | int | None = None) -> types.JSONRPCError:
+    """JSON-RPC error `code`, under `request_id`, or without an id when no request could be
+    read to take it from."""
     return types.JSONRPCError(
-        jsonrpc="2.0", id=None, error=types.ErrorData(code=code, message=message)
+        jsonrpc="2.0", id=request_id, error=types.ErrorData(code=code, message=message)
     )
 
 
@@ -118,6 +125,9 @@ def _refusal(line: str) -> types.JSONRPCError | None:
     try:
         message = pydantic_core.from_json(line)
     except ValueError as exc:
+        refused = not_unicode(line)
+        if refused is not None:
+            return _rpc_error(INVALID_PARAMS, refused[1], refused[0])
         return _rpc_error(PARSE_ERROR, f"Parse error: {exc}")
     reason = BATCHES_REFUSED if isinstance(message, list) else invalid_request(message)
     return None if reason is None else _rpc_error(INVALID_REQUEST, reason)
