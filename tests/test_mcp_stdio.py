@@ -234,6 +234,29 @@ def test_without_a_gateway_url_the_key_is_sent_nowhere() -> None:
     assert finished.stdout == ""
 
 
+@pytest.mark.parametrize(
+    "key", ["e2a_sécret", "e2a_secret\u200b", "e2a_sec ret", "e2a_secret\nmore"]
+)
+def test_an_api_key_no_header_can_carry_exits_1_without_showing_it(key: str) -> None:
+    """A key pasted with a zero-width space, an accent or a line break in it cannot be sent in
+    an HTTP header: one line says so, naming E2A_API_KEY but never the key, instead of a
+    traceback and a client that waits for a server that is gone."""
+    env = {"PATH": "/usr/bin:/bin", "E2A_API_KEY": key, "E2A_BASE_URL": "http://127.0.0.1:9"}
+    finished = subprocess.run(
+        [sys.executable, "-m", "e2a_gateway", "mcp"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert finished.returncode == 1
+    assert finished.stderr.startswith("e2a mcp: the API key in E2A_API_KEY has a character")
+    assert finished.stderr.count("\n") == 1 and "secret" not in finished.stderr
+    assert "Traceback" not in finished.stderr and finished.stdout == ""
+
+
 def test_e2a_mcp_needs_no_gateway_module() -> None:
     # The mcp extra has no trio, Quart or hypercorn: nothing of the gateway loads.
     gateway_parts = ("api", "storage", "gateway", "app", "mcp.http")

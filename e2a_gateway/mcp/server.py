@@ -29,6 +29,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
 from e2a_gateway import __version__
+from e2a_gateway.cli.context import ClientError, checked_key
 from e2a_gateway.mcp.envelope import (
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -246,6 +247,11 @@ def run_stdio() -> int:
             "on the server prints one) and E2A_BASE_URL to the gateway's URL",
             file=sys.stderr,
         )
+        return 1
+    try:
+        checked_key(api_key, "in E2A_API_KEY")
+    except ClientError as exc:  # never quotes the key
+        print(f"e2a mcp: {exc}", file=sys.stderr)
         return 1
     base_url = _gateway_url()
     if base_url is None:
