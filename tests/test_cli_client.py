@@ -213,6 +213,22 @@ def test_a_malformed_gateway_url_is_an_error_not_a_traceback(
     assert err.startswith("e2a: the gateway URL 'http://127.0.0.1:80x' is not valid"), err
 
 
+def test_an_argument_too_long_for_a_url_is_a_usage_error_not_the_gateway_urls_fault(
+    live: LiveGateway, account: Account, cli: Cli
+) -> None:
+    """A message id or an address too long for any URL (a script passing a whole file as the
+    id) is refused before a request is made, as bad usage naming the argument: never blamed
+    on the configured gateway URL, which is fine."""
+    agent = f"{account.prefix}-long@{DOMAIN}"
+    assert cli("agents", "register", agent.split("@")[0], "--mode", "local")[0] == 0
+    for args in (("read", "m" * 70_000, "--agent", agent), ("agents", "get", "a" * 70_000)):
+        code, out, err = cli(*args)
+        assert (code, out) == (2, ""), err
+        assert "gateway URL" not in err and live.url not in err and "m" * 100 not in err
+        assert "too long" in err and err.count("\n") == 1
+    assert cli("read", "msg_nope", "--agent", agent)[0] == 5  # the gateway URL works
+
+
 def test_login_to_a_server_that_is_no_gateway_says_to_check_the_url(cli: Cli, home: Path) -> None:
     """A web server that is not e2a (a wrong port, say): told so, not shown its error page."""
 

@@ -1296,6 +1296,17 @@ def _key_hint() -> str:
     return f": the key saved in {config_path()} is refused; run `e2a login` with a valid key"
 
 
+def _valid_url(url: str | None) -> bool:
+    """Whether `url` is one httpx can send requests to."""
+    import httpx
+
+    try:
+        httpx.URL(url or "")
+    except httpx.InvalidURL:
+        return False
+    return bool(url)
+
+
 def run_client_command(args: argparse.Namespace) -> int:
     """Run a parsed client command; returns the exit code."""
     import httpx
@@ -1333,6 +1344,13 @@ def run_client_command(args: argparse.Namespace) -> int:
         return exit_codes.ERROR
     except httpx.InvalidURL as exc:  # not an HTTPError: raised before any request is made
         url = getattr(args, "url", None) or effective("url", ctx.values)
+        if _valid_url(url):  # so an argument made the request's URL invalid
+            print(
+                f"e2a {args.command}: error: an argument cannot be part of a URL ({exc}): "
+                "check the ids and addresses given",
+                file=sys.stderr,
+            )
+            return exit_codes.USAGE
         print(
             f"e2a: the gateway URL {url!r} is not valid ({exc}): give one such as "
             "http://127.0.0.1:8080 (--url, E2A_URL or `e2a config set url URL`)",
