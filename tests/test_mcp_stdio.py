@@ -105,6 +105,24 @@ async def test_another_users_agent_is_out_of_reach(
         assert (await failure(client, "wait_for_email", {"timeout_seconds": 1}))["status"] == 404
 
 
+async def test_an_argument_too_long_for_a_url_is_an_invalid_request(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """An id or address too long for any URL is the caller's mistake, said as such (not
+    retryable), never an internal error of the server."""
+    account: Account = await make_account("stdio-long@example.com")
+    agent = await create_agent(account, "stdio-long")
+    async with stdio_client(running.addresses.http_url, account.key, agent=agent) as client:
+        for name, arguments in (
+            ("get_message", {"message_id": "m" * 70_000}),
+            ("get_agent", {"email": "a" * 70_000}),
+        ):
+            error = await failure(client, name, arguments)
+            assert error["code"] == "invalid_request" and error["retryable"] is False, error
+            assert error["message"].startswith(f"{name}: an argument cannot be part of a URL")
+        assert (await call(client, "get_agent", {"email": agent}))["email"] == agent
+
+
 @pytest.mark.parametrize("url_variable", ["E2A_BASE_URL", "E2A_URL", "E2A_API_URL"])
 async def test_unreachable_gateway_is_a_readable_tool_error(
     make_account: Any, url_variable: str

@@ -460,6 +460,12 @@ async def call_tool(
             status=exc.status_code,
             retry_after=exc.retry_after,
         )
+    except httpx.InvalidURL as exc:  # the gateway's URL was checked at start: an argument's
+        return tool_error(
+            "invalid_request",
+            f"{tool.name}: an argument cannot be part of a URL ({exc}): check the ids and "
+            "addresses given",
+        )
     except httpx.HTTPError as exc:
         return tool_error(
             "gateway_unreachable",
