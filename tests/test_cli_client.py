@@ -543,6 +543,35 @@ def test_a_closed_pipe_ends_the_command_quietly(
     assert (done.stdout, done.stderr) == (b"[\n", b"")
 
 
+def test_an_output_that_is_not_utf_8_shows_mail_and_keeps_json_whole(
+    live: LiveGateway, account: Account, cli: Cli, home: Path
+) -> None:
+    """stdout in an encoding without the mail's characters (a legacy locale, or a Windows
+    console redirected to a file, cp1252): what cannot be written shows as `?` instead of a
+    UnicodeEncodeError traceback, and JSON stays exact (its escapes are ASCII)."""
+    agent = f"{account.prefix}-latin@{DOMAIN}"
+    assert cli("agents", "register", agent.split("@")[0], "--mode", "local")[0] == 0
+    subject = "Réunion 会议 ✓"
+    live.send_mail(agent, subject, "Bonjour, 你好.\n")
+    wait_until(lambda: unread(live, account.key, agent) == 1)
+    env = os.environ | {"HOME": str(home), "PYTHONIOENCODING": "ascii"}
+
+    def e2a(*args: str) -> bytes:
+        done = subprocess.run(
+            [sys.executable, "-m", "e2a_gateway", *args], capture_output=True, env=env, timeout=60
+        )
+        assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr
+        return done.stdout
+
+    assert b"R?union ?? ?" in e2a("inbox", "--agent", agent)
+    [listed] = json.loads(e2a("inbox", "--agent", agent, "--json"))
+    assert listed["subject"] == subject
+    [line] = e2a("messages", "list", "--agent", agent, "--json").splitlines()
+    assert json.loads(line)["subject"] == subject
+    assert json.loads(e2a("whoami", "--json"))["agents"] == [agent]
+    assert b"Bonjour, ??." in e2a("read", listed["message_id"], "--agent", agent)
+
+
 def test_ctrl_c_at_any_moment_ends_the_command_with_130_and_no_traceback(
     live: LiveGateway, account: Account, cli: Cli, home: Path
 ) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import getpass
-import json
 import shlex
 import sys
 import textwrap
@@ -52,7 +51,14 @@ from e2a_gateway.cli.context import (
 )
 from e2a_gateway.cli.doctor import add_doctor_arguments, cmd_doctor
 from e2a_gateway.cli.listen import add_listen_arguments, cmd_listen_with, read_forward_token
-from e2a_gateway.cli.output import email_json, print_fields, print_json, print_table, terminal_text
+from e2a_gateway.cli.output import (
+    email_json,
+    print_compact_json,
+    print_fields,
+    print_json,
+    print_table,
+    terminal_text,
+)
 from e2a_gateway.cli.v1_commands import (
     SCAN_LEVELS,
     agent_path,
@@ -1204,7 +1210,7 @@ def cmd_whoami(ctx: Context) -> None:
             "agents": agents,
             "agent_email": default,
         }
-        print(json.dumps(sdk_shape(account) | ours, ensure_ascii=False, separators=(",", ":")))
+        print_compact_json(sdk_shape(account) | ours)
         return
     named = f"{mine.name} ({mine.id}, {mine.key_prefix}…)" if mine else f"{key[:12]}…"
     scope = f"{account.get('scope')}" + (f", bound to {bound}" if bound else "")

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from e2a_gateway import __version__
+from e2a_gateway.cli.output import replace_what_cannot_be_shown
 
 SERVER_MISSING = (
     "the gateway is not installed: install e2a-gateway with its server extra "
@@ -164,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `e2a` command; returns the exit code. When the reader of stdout goes
     away (`e2a inbox --json | head -1`), it stops quietly with `EXIT_CLOSED_PIPE`; Ctrl-C at
     any moment (while it loads, waits for the gateway or listens) with `EXIT_INTERRUPTED`."""
+    replace_what_cannot_be_shown()
     try:
         code = _run(argv)
         sys.stdout.flush()  # the last output is written here, not at exit where it can't fail

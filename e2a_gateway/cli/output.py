@@ -7,6 +7,7 @@ terminal; JSON output keeps it exactly as it came.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -58,6 +59,23 @@ def _bold(text: str) -> str:
 def print_json(value: Any) -> None:
     """Print `value` as indented JSON on stdout."""
     print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def print_compact_json(value: Any) -> None:
+    """Print `value` as one line of compact JSON on stdout (e2a's CLI's shape): its text as
+    it is on a UTF-8 stdout, else escaped (`\\u00e9`), so no character is lost to an
+    encoding that lacks it."""
+    plain = (sys.stdout.encoding or "").lower().replace("-", "") in ("utf8", "utf8sig")
+    print(json.dumps(value, ensure_ascii=not plain, separators=(",", ":")))
+
+
+def replace_what_cannot_be_shown() -> None:
+    """Make stdout and stderr write `?` for a character their encoding lacks (a legacy
+    locale, a Windows console redirected to a file), rather than fail the command with
+    UnicodeEncodeError: text from mail can hold any character."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="replace")
 
 
 def cell(value: object) -> str:

@@ -10,7 +10,6 @@ one object per line in the shape of e2a's SDK models (camelCase keys, times as
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import sys
@@ -19,7 +18,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from e2a_gateway.cli.context import Context, UsageError, key_account
-from e2a_gateway.cli.output import terminal_text
+from e2a_gateway.cli.output import print_compact_json, terminal_text
 from e2a_gateway.clock import parse_timestamp
 
 if TYPE_CHECKING:
@@ -120,7 +119,7 @@ def sdk_shape(value: Any, key: str = "") -> Any:
 
 def print_line(value: dict[str, Any]) -> None:
     """One compact JSON object per line (NDJSON), in the SDK's shape."""
-    print(json.dumps(sdk_shape(value), ensure_ascii=False, separators=(",", ":")))
+    print_compact_json(sdk_shape(value))
 
 
 def _tsv(*fields: object) -> None:
