@@ -27,6 +27,7 @@ from e2a_gateway.operations.messages import decode_page_token, encode_page_token
 from e2a_gateway.storage.base import StatusFilter
 from e2a_gateway.web.context import current_gateway
 from e2a_gateway.web.errors import status_of
+from e2a_gateway.web.json_bodies import bounded_int
 from e2a_gateway.web.views import agent_view, message_full_view, message_summary_view
 
 INBOX_PAGE_SIZE = 50
@@ -131,10 +132,11 @@ async def agent(session: Session, email: str) -> Response:
 
 
 def whole_number(text: str) -> int | str:
-    """A number typed into a form as an int; anything else as typed, for the request model's
-    checks to refuse with their own message (requests do not convert strings)."""
+    """A number typed into a form as an int (one of thousands of digits as just past the
+    largest a request may hold, for the range check to refuse); anything else as typed, for the
+    request model's checks to refuse with their own message (requests do not convert strings)."""
     text = text.strip()
-    return int(text) if text.isascii() and text.isdigit() else text
+    return bounded_int(text) if text.isascii() and text.isdigit() else text
 
 
 @blueprint.post("/agents/<email>")

@@ -45,7 +45,7 @@ def json_object(raw: bytes, *, numbers_as_written: str | None = None) -> dict[st
     integer there may be of any size a 64-bit float can hold, as e2a's server reads one."""
     within_item_bound(raw)
     try:
-        data = json.loads(raw, parse_constant=_no_constant, parse_int=_bounded_int)
+        data = json.loads(raw, parse_constant=_no_constant, parse_int=bounded_int)
     except RecursionError:
         raise _too_deep() from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -154,9 +154,10 @@ def text_problem(text: str) -> str | None:
     return None
 
 
-def _bounded_int(digits: str) -> int:
-    """`digits` as an integer; one too long to be in INTEGERS as just past them (`unfit_value` then
-    names it), rather than converted (Python refuses past 4300 digits, in words of its own)."""
+def bounded_int(digits: str) -> int:
+    """`digits` (an optional `-` then decimal digits) as an integer; one too long to be in
+    INTEGERS as just past them (`unfit_value` names it in a body, a range check refuses it in a
+    form), rather than converted (Python refuses past 4300 digits, in words of its own)."""
     if len(digits.lstrip("-")) > MAX_INTEGER_DIGITS:
         return INTEGERS.start - 1 if digits.startswith("-") else INTEGERS.stop
     return int(digits)
