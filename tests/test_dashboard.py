@@ -1500,3 +1500,85 @@ async def test_a_head_request_marks_no_message_read(
     raw = await client.get(f"{message}/raw")
     assert raw.status_code == 200 and b"Subject: Peek" in raw.content
     assert not await unread()
+
+
+HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script>\"'"
+"""Markup a sender or an agent puts where the dashboard shows text."""
+
+
+class _Markup(html.parser.HTMLParser):
+    """The elements and event-handler attributes a page's markup holds."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+
+
+def assert_inert(page: httpx.Response) -> str:
+    """`page` (200) holds no markup but the dashboard's own: its one script, from the
+    dashboard, no image, no event handler; the text it shows is returned."""
+    assert page.status_code == 200, page.text[:300]
+    markup = _Markup()
+    markup.feed(page.text)
+    scripts = [attrs.get("src") for tag, attrs in markup.tags if tag == "script"]
+    assert scripts == ["/assets/dashboard.js"], scripts
+    assert not [tag for tag, _ in markup.tags if tag in ("img", "iframe", "object", "embed")]
+    handlers = [name for _, attrs in markup.tags for name in attrs if name.startswith("on")]
+    assert not handlers, handlers
+    return markup.text
+
+
+async def test_mail_and_names_are_shown_as_text_never_as_markup(
+    browser, make_account, running: RunningGateway
+) -> None:
+    """What senders and agents write — a subject, a sender's name, a body, an attachment's
+    name, an HTML part, an agent's name, a held message's subject — shows as the text it is,
+    on every page that shows it, never as markup the browser would run."""
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "shown")
+    named = await alice.http.put(agent_path(address), json={"name": HOSTILE, "hitl_enabled": True})
+    assert named.status_code == 200, named.text
+    raw = (
+        f'From: "{HOSTILE[:40]}" <carol@example.org>\r\nTo: {address}\r\nSubject: {HOSTILE}\r\n'
+        'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        f"--b\r\nContent-Type: text/plain\r\n\r\n{HOSTILE}\r\n"
+        f"--b\r\nContent-Type: text/html\r\n\r\n<p>{HOSTILE}</p>\r\n"
+        "--b\r\nContent-Type: application/octet-stream\r\n"
+        f'Content-Disposition: attachment; filename="<img src=x onerror=alert(3)>.txt"\r\n\r\n'
+        "data\r\n--b--\r\n"
+    )
+
+    def send() -> None:
+        with smtplib.SMTP(running.addresses.smtp_host, running.addresses.smtp_port) as smtp:
+            smtp.sendmail("carol@example.org", [address], raw.encode())
+
+    await trio.to_thread.run_sync(send)
+    listed = (await alice.http.get(agent_path(address, "/messages"))).json()
+    message_id = listed["messages"][0]["message_id"]
+    held = await alice.http.post(
+        "/api/v1/send",
+        json={"from": address, "to": ["x@example.org"], "subject": HOSTILE, "body": HOSTILE},
+    )
+    assert held.status_code == 202, held.text
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    mailbox = quote(address, safe="")
+    assert HOSTILE in assert_inert(await client.get("/agents"))
+    settings = await client.get(f"/agents/{mailbox}")
+    assert_inert(settings)
+    fields = _FormFields()
+    fields.feed(settings.text)
+    assert fields.values["name"] == HOSTILE
+    assert HOSTILE in assert_inert(await client.get(f"/agents/{mailbox}/inbox"))
+    shown = assert_inert(await client.get(f"/agents/{mailbox}/inbox/{message_id}"))
+    assert HOSTILE in shown and "<img src=x onerror=alert(3)>.txt" in shown
+    assert HOSTILE in assert_inert(await client.get("/approvals"))
+    assert HOSTILE in assert_inert(await client.get(f"/approvals/{held.json()['message_id']}"))
+    assert HOSTILE in assert_inert(await client.get("/outbound"))
