@@ -59,8 +59,8 @@ and e2a's own reserved slugs, so an address refused there is refused here too.""
 
 MAX_DOMAIN_LENGTH = 253
 MAX_LABEL_LENGTH = 63
-SHOWN_DOMAIN_LENGTH = 64
-"""How much of a refused domain its error message repeats (the name may be any length)."""
+SHOWN_LENGTH = 100
+"""How much of a refused address, domain or name its error message repeats (any may be long)."""
 _ADDRESS_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 """What `lowercase_address` removes: ASCII controls but tab (a line break included)."""
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -110,13 +110,12 @@ def normalise_domain(domain: str) -> str:
 
     Raises AddressError when it is not a valid host name with at least two labels.
     """
-    shown = domain if len(domain) <= SHOWN_DOMAIN_LENGTH else f"{domain[:SHOWN_DOMAIN_LENGTH]}…"
     try:
         ascii_form = a_label_domain(domain.strip())
     except ValueError as exc:
-        raise AddressError(f"{shown!r} is not a valid domain name ({exc})") from None
+        raise AddressError(f"{_shown(domain)} is not a valid domain name ({exc})") from None
     if len(ascii_form.split(".")) < 2:
-        raise AddressError(f"{shown!r} is not a fully qualified domain name")
+        raise AddressError(f"{_shown(domain)} is not a fully qualified domain name")
     return ascii_form
 
 
@@ -164,11 +163,11 @@ def normalise_address(address: str) -> str:
     """
     if internationalised(address):
         # Checked before lowercasing, which would turn some (KELVIN SIGN) into another address.
-        raise AddressError(f"{address!r} has {INTERNATIONALISED_UNSUPPORTED}")
+        raise AddressError(f"{_shown(address)} has {INTERNATIONALISED_UNSUPPORTED}")
     local, sep, domain = address.strip().rpartition("@")
     local = local.lower()
     if not sep or not local or len(local) > 64 or not _LOCAL_PATTERN.match(local):
-        raise AddressError(f"{address!r} is not a valid email address")
+        raise AddressError(f"{_shown(address)} is not a valid email address")
     return f"{local}@{normalise_domain(domain)}"
 
 
@@ -190,7 +189,7 @@ def normalise_recipient(address: str) -> str:
     be a valid IDNA U-label (`_check_u_labels`). Raises AddressError saying why otherwise."""
     local, sep, domain = address.strip().rpartition("@")
     if not sep:
-        raise AddressError(f"{address!r} is not a valid email address")
+        raise AddressError(f"{_shown(address)} is not a valid email address")
     _check_u_labels(address, domain)
     if local.isascii():
         return normalise_address(address)
@@ -220,20 +219,20 @@ def _check_utf8_local(address: str, local: str) -> None:
     for char in local:
         if unicodedata.category(char) in _NOT_IN_ADDRESSES:
             raise AddressError(
-                f"{address!r} holds U+{ord(char):04X}, which no address may hold (a control, "
+                f"{_shown(address)} holds U+{ord(char):04X}, which no address may hold (a control, "
                 "space, surrogate, private-use or unassigned character)"
             )
     if unicodedata.normalize("NFC", local) != local:
         raise AddressError(
-            f"{address!r} is not in Unicode NFC (RFC 6532 section 3.1): write its local part "
+            f"{_shown(address)} is not in Unicode NFC (RFC 6532 section 3.1): write its local part "
             f"as {unicodedata.normalize('NFC', local)!r} if that is the mailbox meant"
         )
     if len(local.encode("utf-8")) > MAX_LOCAL_OCTETS:
         raise AddressError(
-            f"{address!r} has a local part over {MAX_LOCAL_OCTETS} octets of UTF-8 (RFC 6531)"
+            f"{_shown(address)} has a local part over {MAX_LOCAL_OCTETS} octets of UTF-8 (RFC 6531)"
         )
     if not all(atom and _UTF8_ATOM.match(atom) for atom in local.split(".")):
-        raise AddressError(f"{address!r} is not a valid email address")
+        raise AddressError(f"{_shown(address)} is not a valid email address")
 
 
 def _check_u_labels(address: str, domain: str) -> None:
@@ -248,7 +247,7 @@ def _check_u_labels(address: str, domain: str) -> None:
             idna.alabel(unicodedata.normalize("NFC", label.lower()))
         except idna.IDNAError:
             raise AddressError(
-                f"{address!r}: its domain label {label!r} is not a valid internationalised "
+                f"{_shown(address)}: its domain label {label!r} is not a valid internationalised "
                 "domain name (IDNA, RFC 5891): only letters, digits and inner hyphens"
             ) from None
 
@@ -260,7 +259,7 @@ def comparable_address(address: str) -> str:
     `local@domain` (an empty or bracketed local part, spaces, an invalid domain)."""
     local, sep, domain = address.strip().rpartition("@")
     if not sep or not local or any(c.isspace() or c in "<>@" for c in local):
-        raise AddressError(f"{address!r} is not an email address")
+        raise AddressError(f"{_shown(address)} is not an email address")
     return f"{local.lower()}@{normalise_domain(domain)}"
 
 
@@ -356,20 +355,21 @@ def parse_mailbox(text: str) -> Mailbox:
         raise AddressError("is empty: give an address such as help@example.com")
     if _top_level_commas(value):
         raise AddressError(
-            f"{value!r} holds more than one address (a comma outside double quotes): give a "
+            f"{_shown(value)} holds more than one address (a comma outside double quotes): give a "
             'single address, and put a display name with a comma in double quotes ("Doe, Jane" '
             "<jane@example.com>)"
         )
     if not value.endswith(">"):
         if any(char in value for char in ' \t<>"()'):
             raise AddressError(
-                f"{value!r} is not an address: write a display name as Name <addr@example.com>"
+                f"{_shown(value)} is not an address: write a display name as "
+                "Name <addr@example.com>"
             )
         return Mailbox("", normalise_address(value))
     opening = _angle_start(value)
     address = value[opening + 1 : -1]
     if opening < 0 or "<" in address or ">" in address:
-        raise AddressError(f"{value!r} has unbalanced angle brackets around its address")
+        raise AddressError(f"{_shown(value)} has unbalanced angle brackets around its address")
     name = _display_name(value[:opening].strip())
     return Mailbox(name, normalise_address(address))
 
@@ -409,14 +409,14 @@ def _display_name(phrase: str) -> str:
         for word in words:
             if not _PHRASE_WORD.fullmatch(word):
                 raise AddressError(
-                    f"display name {phrase!r}: put a name holding any of {NAME_SPECIALS} in "
+                    f"display name {_shown(phrase)}: put a name holding any of {NAME_SPECIALS} in "
                     'double quotes, e.g. "Doe, Jane" <jane@example.com>'
                 )
         name = " ".join(words)
     if "=?" in name:
         raise AddressError(
-            f"display name {name!r} looks like an RFC 2047 encoded word: give the name itself "
-            "(it is encoded when the message is written)"
+            f"display name {_shown(name)} looks like an RFC 2047 encoded word: give the name "
+            "itself (it is encoded when the message is written)"
         )
     return name
 
@@ -436,7 +436,7 @@ def _scan(value: str) -> list[tuple[int, str]]:
         elif not quoted:
             outside.append((index, char))
     if quoted:
-        raise AddressError(f"{value!r} has a double quote that is never closed")
+        raise AddressError(f"{_shown(value)} has a double quote that is never closed")
     return outside
 
 
@@ -458,3 +458,11 @@ def _angle_start(value: str) -> int:
     """The position of the `<` opening the angle address that ends `value`, or -1."""
     openings = [index for index, char in _scan(value) if char == "<"]
     return openings[-1] if openings else -1
+
+
+def _shown(text: str) -> str:
+    """`text` quoted as an error names it: its first SHOWN_LENGTH characters, and how many
+    more there are (an address of 100,000 characters is not echoed back whole)."""
+    if len(text) <= SHOWN_LENGTH:
+        return repr(text)
+    return f"{text[:SHOWN_LENGTH]!r}… ({len(text) - SHOWN_LENGTH:,} characters more)"

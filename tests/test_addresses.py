@@ -163,6 +163,28 @@ def test_a_malformed_mailbox_is_refused_saying_why(text: str, problem: str) -> N
         parse_mailbox(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("x" * 100_000 + "@example.com", "x" * 50),
+        ("Desk <" + "x" * 100_000 + ">", "x" * 50),
+        ("a@" + "b" * 100_000, "b" * 50),
+        ('"' + "Desk " * 20_000, "'\"Desk Desk Desk"),
+    ],
+    ids=["local part", "in a mailbox", "domain", "display name"],
+)
+def test_a_long_refused_address_is_named_by_its_start_not_echoed_whole(
+    text: str, named: str
+) -> None:
+    """An error says what was refused and how long it was, in a few hundred characters: a
+    100,000-character address was repeated whole in the answer (and in every log line)."""
+    with pytest.raises(AddressError) as refused:
+        parse_mailbox(text)
+    message = str(refused.value)
+    assert len(message) < 400, message
+    assert named in message and "characters more" in message
+
+
 def test_mailboxes_joined_by_commas_are_read_back_one_by_one() -> None:
     mailboxes = [
         Mailbox("Doe, Jane", "jane@example.com"),
