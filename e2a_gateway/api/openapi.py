@@ -277,12 +277,43 @@ OPERATIONS: dict[str, Operation] = {
         "inbox",
         "List an agent's inbound messages, oldest first",
         {200: Reply("One page; `next_token` fetches the next.", schemas.InboundMessagePage)},
-        errors={400: ("invalid_request", "invalid_token"), 429: ("rate_limited",)},
+        description="The filters and `sort` are those the e2a 2.x SDK's `get_messages` sends; "
+        "a page token continues only the listing (filters, order) that made it.",
+        errors={
+            400: ("invalid_request", "invalid_token", "invalid_filter"),
+            429: ("rate_limited",),
+        },
         query=(
             Param(
                 "status",
                 "Which messages.",
                 {"type": "string", "enum": ["unread", "read", "all"], "default": "unread"},
+            ),
+            Param(
+                "sort",
+                "Oldest (`asc`) or newest (`desc`) first.",
+                {"type": "string", "enum": ["asc", "desc"], "default": "asc"},
+            ),
+            Param(
+                "from",
+                "Only mail whose From address holds this text, whatever the case.",
+                {"type": "string"},
+            ),
+            Param(
+                "subject_contains",
+                "Only mail whose subject holds this text, whatever the case.",
+                {"type": "string"},
+            ),
+            Param("conversation_id", "Only mail of this conversation.", {"type": "string"}),
+            Param(
+                "since",
+                "Only mail received at or after this RFC 3339 time (empty: any).",
+                {"type": "string"},
+            ),
+            Param(
+                "until",
+                "Only mail received before this RFC 3339 time (empty: any).",
+                {"type": "string"},
             ),
             Param(
                 "page_size",

@@ -18,6 +18,7 @@ from e2a_gateway.outbound.rollup import reported_error
 from e2a_gateway.storage.base import (
     ApiKey,
     Domain,
+    FiledMessage,
     InboundMessage,
     InboxEntry,
     OutboundMessage,
@@ -97,7 +98,7 @@ def api_key_view(key: ApiKey) -> dict[str, Any]:
     }
 
 
-def message_summary_view(message: InboundMessage | InboxEntry) -> dict[str, Any]:
+def message_summary_view(message: InboundMessage | InboxEntry | FiledMessage) -> dict[str, Any]:
     """The inbound message summary used in lists."""
     return {
         "message_id": message.id,
