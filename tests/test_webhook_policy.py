@@ -78,7 +78,7 @@ def stored_message(
 READING = {"reply_text": "Hello.", "trust": {"parts": [], "quoted_unverified": False}}
 
 
-def test_body_has_exactly_the_contract_fields_and_the_reading() -> None:
+def test_body_has_exactly_the_contract_fields_reply_to_and_the_reading() -> None:
     message = stored_message(conversation_id="conv-1")
     body = json.loads(webhook_body(message, READING, {"X-E2A-Auth-Sender": "a@example.org"}))
     assert body == {
@@ -87,6 +87,7 @@ def test_body_has_exactly_the_contract_fields_and_the_reading() -> None:
         "from": "a@example.org",
         "to": ["bot@agents.test"],
         "cc": ["c@example.net"],
+        "reply_to": [],
         "recipient": "bot@agents.test",
         "subject": "Café",
         "raw_message": base64.b64encode(RAW).decode(),
@@ -107,7 +108,9 @@ def test_from_is_reply_to_when_present_and_null_conversation_stays_null() -> Non
 def test_from_is_the_first_reply_to_address_when_it_names_several() -> None:
     """The contract's `from` is one address: the first of a Reply-To naming several."""
     several = stored_message(reply_to='"desk, eu"@example.org, team@example.org')
-    assert json.loads(webhook_body(several, READING, {}))["from"] == '"desk, eu"@example.org'
+    body = json.loads(webhook_body(several, READING, {}))
+    assert body["from"] == '"desk, eu"@example.org'
+    assert body["reply_to"] == ['"desk, eu"@example.org', "team@example.org"]
 
 
 def test_each_attempt_is_signed_afresh_with_the_given_time() -> None:

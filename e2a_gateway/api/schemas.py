@@ -172,6 +172,7 @@ class InboundMessageSummary(ResponseBody):
     from_: str = Field(alias="from")
     to: list[str]
     cc: list[str]
+    reply_to: list[str] = Field(description="the addresses its Reply-To names, in order")
     recipient: str
     subject: str
     conversation_id: str | None

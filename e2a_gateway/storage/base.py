@@ -326,6 +326,8 @@ class InboxEntry:
     delivery_status: str | None
     received_at: str
     created_at: str
+    reply_to: str | None
+    """Its Reply-To addresses as the message keeps them (`rfc5322.address_list` reads them)."""
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ MESSAGE_COLUMNS = (
 """Columns of `messages m` for an InboundMessage; the raw bytes come from `raw_messages`."""
 INBOX_ENTRY_COLUMNS = (
     "m.id, m.seq, m.agent_email, m.from_addr, m.to_json, m.cc_json, m.subject, "
-    "m.conversation_id, m.status, m.delivery_status, m.received_at, m.created_at"
+    "m.conversation_id, m.status, m.delivery_status, m.received_at, m.created_at, m.reply_to"
 )
 """Columns of `messages m` for an InboxEntry."""
 OUTBOUND_COLUMNS = (
@@ -677,6 +677,7 @@ def inbox_entries(
             delivery_status=row[9],
             received_at=row[10],
             created_at=row[11],
+            reply_to=row[12],
         )
         for row in rows[:page_size]
     ]

@@ -15,6 +15,7 @@ from e2a_gateway.operations.agents import AgentEntry
 from e2a_gateway.operations.sending import Submission
 from e2a_gateway.outbound.dkim_signing import DkimKeyRecord
 from e2a_gateway.outbound.rollup import reported_error
+from e2a_gateway.rfc5322 import address_list
 from e2a_gateway.storage.base import (
     ApiKey,
     Domain,
@@ -99,12 +100,14 @@ def api_key_view(key: ApiKey) -> dict[str, Any]:
 
 
 def message_summary_view(message: InboundMessage | InboxEntry | FiledMessage) -> dict[str, Any]:
-    """The inbound message summary used in lists."""
+    """The inbound message summary used in lists; `reply_to` lists the addresses its Reply-To
+    names, in order (the e2a 2.x SDK reads them there)."""
     return {
         "message_id": message.id,
         "from": message.from_addr,
         "to": message.to,
         "cc": message.cc,
+        "reply_to": address_list(message.reply_to),
         "recipient": message.agent_email,
         "subject": message.subject,
         "conversation_id": message.conversation_id,

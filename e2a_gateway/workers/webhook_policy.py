@@ -42,13 +42,16 @@ def webhook_body(
     message: InboundMessage, reading: Mapping[str, Any], auth_headers: dict[str, str]
 ) -> bytes:
     """The JSON body: the contract's fields, `from` being Reply-To's first address when present,
-    and the message's `reply_text` and `trust` map (docs/replies.md)."""
+    `reply_to` every address it names (as the e2a 2.x SDK reads them), and the message's
+    `reply_text` and `trust` map (docs/replies.md)."""
+    reply_to = address_list(message.reply_to)
     payload = {
         "message_id": message.id,
         "conversation_id": message.conversation_id,
-        "from": (address_list(message.reply_to) or [message.from_addr])[0],
+        "from": (reply_to or [message.from_addr])[0],
         "to": message.to,
         "cc": message.cc,
+        "reply_to": reply_to,
         "recipient": message.agent_email,
         "subject": message.subject,
         "raw_message": base64.b64encode(message.raw_message).decode("ascii"),
