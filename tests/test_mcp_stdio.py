@@ -216,9 +216,9 @@ async def test_lines_that_hold_no_json_rpc_message_are_answered() -> None:
     assert len(answers) == 12
 
 
-def test_missing_api_key_exits_1_with_a_clear_message() -> None:
-    env = {"PATH": "/usr/bin:/bin", "E2A_BASE_URL": "http://127.0.0.1:9"}
-    finished = subprocess.run(
+def mcp_without_input(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`e2a mcp` run with `env` alone and nothing on its standard input, to its exit."""
+    return subprocess.run(
         [sys.executable, "-m", "e2a_gateway", "mcp"],
         env=env,
         stdin=subprocess.DEVNULL,
@@ -227,6 +227,11 @@ def test_missing_api_key_exits_1_with_a_clear_message() -> None:
         timeout=60,
         check=False,
     )
+
+
+def test_missing_api_key_exits_1_with_a_clear_message() -> None:
+    env = {"PATH": "/usr/bin:/bin", "E2A_BASE_URL": "http://127.0.0.1:9"}
+    finished = mcp_without_input(env)
     assert finished.returncode == 1
     assert "E2A_API_KEY is not set" in finished.stderr
     assert finished.stdout == ""
@@ -235,15 +240,7 @@ def test_missing_api_key_exits_1_with_a_clear_message() -> None:
 def test_without_a_gateway_url_the_key_is_sent_nowhere() -> None:
     # Not to the SDK's default, e2a's hosted service: the key is this gateway's.
     env = {"PATH": "/usr/bin:/bin", "E2A_API_KEY": "e2a_" + "0" * 64}
-    finished = subprocess.run(
-        [sys.executable, "-m", "e2a_gateway", "mcp"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    finished = mcp_without_input(env)
     assert finished.returncode == 1
     assert finished.stderr == (
         "e2a mcp: E2A_BASE_URL is not set — set it to your gateway's URL "
@@ -260,15 +257,7 @@ def test_an_api_key_no_header_can_carry_exits_1_without_showing_it(key: str) -> 
     an HTTP header: one line says so, naming E2A_API_KEY but never the key, instead of a
     traceback and a client that waits for a server that is gone."""
     env = {"PATH": "/usr/bin:/bin", "E2A_API_KEY": key, "E2A_BASE_URL": "http://127.0.0.1:9"}
-    finished = subprocess.run(
-        [sys.executable, "-m", "e2a_gateway", "mcp"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    finished = mcp_without_input(env)
     assert finished.returncode == 1
     assert finished.stderr.startswith("e2a mcp: the API key in E2A_API_KEY has a character")
     assert finished.stderr.count("\n") == 1 and "secret" not in finished.stderr
@@ -305,15 +294,7 @@ def test_a_gateway_url_that_cannot_be_one_exits_1_with_a_clear_message(url: str,
     # Before: a traceback, a JSON-RPC error "unhandled errors in a TaskGroup" with code 0, or
     # every tool call answered "gateway_unreachable (retryable)" for a setting no retry fixes.
     env = {"PATH": "/usr/bin:/bin", "E2A_URL": url, "E2A_API_KEY": "e2a_" + "0" * 64}
-    finished = subprocess.run(
-        [sys.executable, "-m", "e2a_gateway", "mcp"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    finished = mcp_without_input(env)
     assert finished.returncode == 1
     assert finished.stderr == (
         f"e2a mcp: E2A_URL ({url!r}) is not a gateway URL: {why} — set it to your gateway's "
