@@ -16,7 +16,7 @@ from e2a_gateway.app import RunningGateway
 from tests.conftest import Account
 from tests.delivery_support import accept, create_agent, mail, store_with_conversation
 from tests.test_sdk2_retries import sdk25_python
-from tests.test_sdk_compat import run_sdk
+from tests.test_sdk_compat import run_sdk_calls
 
 pytestmark = pytest.mark.slow
 
@@ -53,14 +53,7 @@ async def listings(
 ) -> list[dict[str, Any]]:
     """Run `get_messages(**call)` for each call of `made` in order (`token_of: i` passes the
     `next_token` of the i-th); per call, the subjects and next token, or what was raised."""
-    request = {
-        "key": account.key,
-        "agent": agent,
-        "url": running.addresses.http_url,
-        "calls": list(made),
-    }
-    results: list[dict[str, Any]] = (await run_sdk(python, LIST, request))["results"]
-    return results
+    return await run_sdk_calls(python, LIST, running, account, agent, made)
 
 
 async def test_get_messages_applies_the_filters_and_the_order_it_is_given(

@@ -20,7 +20,7 @@ from e2a_gateway.config import Settings
 from tests.conftest import Account, make_settings
 from tests.delivery_support import accept, create_agent, mail, wait_until
 from tests.relay_support import Sink, relay_port, sink  # noqa: F401  (fixtures)
-from tests.test_sdk_compat import run_sdk
+from tests.test_sdk_compat import run_sdk_calls
 from tests.venvs import cached_venv
 
 pytestmark = pytest.mark.slow
@@ -73,14 +73,7 @@ async def calls(
 ) -> list[dict[str, Any]]:
     """Run the SDK calls `made` (`{"do": method, "args": [...], **keywords}`) in order; per
     call, `{"answer": fields}` or `{"raised": status, "text": body}`."""
-    request = {
-        "key": account.key,
-        "agent": agent,
-        "url": running.addresses.http_url,
-        "calls": list(made),
-    }
-    results: list[dict[str, Any]] = (await run_sdk(python, CALLS, request))["results"]
-    return results
+    return await run_sdk_calls(python, CALLS, running, account, agent, made)
 
 
 def copies_to(sink: Sink, recipient: str) -> int:  # noqa: F811

@@ -78,6 +78,26 @@ async def run_sdk(python: Path, script: str, request: dict[str, Any]) -> dict[st
     return answer
 
 
+async def run_sdk_calls(
+    python: Path,
+    script: str,
+    running: RunningGateway,
+    account: Account,
+    agent: str,
+    made: tuple[dict[str, Any], ...],
+) -> list[dict[str, Any]]:
+    """Run `script` (`run_sdk`) on the SDK calls `made`, as `account` acting for `agent` at
+    the running gateway; the `results` it prints, one per call."""
+    request = {
+        "key": account.key,
+        "agent": agent,
+        "url": running.addresses.http_url,
+        "calls": list(made),
+    }
+    results: list[dict[str, Any]] = (await run_sdk(python, script, request))["results"]
+    return results
+
+
 PARSE_WEBHOOKS = """
 import base64, json, sys
 import e2a
