@@ -309,6 +309,22 @@ def test_many_delimiter_and_blank_lines_are_split_in_linear_time() -> None:
     assert split.reply_text == "\n".join(["--"] * 16_988)
 
 
+def test_header_block_with_a_huge_from_value_is_split_in_linear_time() -> None:
+    """An Outlook-style header block's From value was searched for an address and a name by
+    patterns that restart at every letter: a From: line of 100,000 letters took some 30 s of
+    CPU (a megabyte, hours), and anyone can mail one. A From value longer than any client
+    writes no longer makes a header block; the lines are the sender's text."""
+    text = "Hi\n\nFrom: " + "a" * 100_000 + "\nDate: Mon\nTo: b@example.org\n\n> old"
+    started = time.process_time()  # CPU time: other work on the machine does not count
+    split = split_reply(text)
+    assert time.process_time() - started < 2
+    assert split.parts[0].kind == "authored"
+    assert "a" * 100_000 in split.reply_text
+    short = split_reply("Hi\n\nFrom: Ann <ann@example.org>\nDate: Mon\nTo: b@example.org\n\nold")
+    assert short.parts[1].attribution is not None
+    assert short.parts[1].attribution.address == "ann@example.org"
+
+
 def test_html_nested_without_end_is_rendered_in_linear_time() -> None:
     """Unclosed elements nest as deep as the body is long: each tag and line looked through
     all the open ones, and each line carried a "> " per blockquote around it, so 250 KB of
