@@ -284,7 +284,7 @@ def without_nul(text: str) -> str:
 
 _PARAMETER_SEGMENT = re.compile(r'(?:"(?:[^"\\]|\\.)*"?|[^;"])+')
 """One `;`-separated segment of a MIME field (its value, or one parameter), quotes kept whole."""
-_EXTENDED_PARAMETER = re.compile(r"\s*([^\s=*]+)\*(\d+)?(\*)?\s*=\s*(.*?)\s*", re.DOTALL)
+_EXTENDED_PARAMETER = re.compile(r"\s*([^\s=*]+)\*(\d+)?(\*)?\s*=\s*((?:.*\S)?)\s*", re.DOTALL)
 """An RFC 2231 parameter section: `name*=v`, `name*0*=v` (extended) or `name*1=v`."""
 _PARAMETER_FIELDS = frozenset({"content-type", "content-disposition"})
 _TRANSFER_ENCODING = "content-transfer-encoding"
