@@ -287,6 +287,11 @@ _PARAMETER_SEGMENT = re.compile(r'(?:"(?:[^"\\]|\\.)*"?|[^;"])+')
 _EXTENDED_PARAMETER = re.compile(r"\s*([^\s=*]+)\*(\d+)?(\*)?\s*=\s*((?:.*\S)?)\s*", re.DOTALL)
 """An RFC 2231 parameter section: `name*=v`, `name*0*=v` (extended) or `name*1=v`."""
 _PARAMETER_FIELDS = frozenset({"content-type", "content-disposition"})
+MAX_PARAMETERS = 100
+"""How many parameters of a Content-Type or Content-Disposition are read, the first ones (a
+part has a handful; RFC 2231 continuations count as one): the `email` package's parameter
+parser takes time growing with their square, 8 s for the 28,000 a 256 KiB header section
+holds, and a part's field is parsed a dozen times."""
 _TRANSFER_ENCODING = "content-transfer-encoding"
 _QUOTED_PAIR = re.compile(r"\\(.)")
 
@@ -322,8 +327,10 @@ def _readable_parameters(value: str) -> str:
     written again in UTF-8, its text read as `_parameter_text` reads it: the `email` package
     reads the charset with Python's codec alone (Latin-1 as C1 controls, Shift_JIS without
     NEC's ①), and a multibyte charset that cannot read the bytes made it raise for the whole
-    message."""
+    message. Parameters past the first MAX_PARAMETERS are left out."""
     segments = _PARAMETER_SEGMENT.findall(value)
+    cut = len(segments) > MAX_PARAMETERS + 1
+    del segments[MAX_PARAMETERS + 1 :]
     sections: dict[str, list[tuple[int, bool, str]]] = {}
     first: dict[str, int] = {}
     for index, segment in enumerate(segments[1:], start=1):
@@ -334,7 +341,7 @@ def _readable_parameters(value: str) -> str:
         extended = number is None or star is not None
         sections.setdefault(name.lower(), []).append((int(number or 0), extended, text))
         first.setdefault(name.lower(), index)
-    if not any(extended for named in sections.values() for _, extended, _ in named):
+    if not cut and not any(extended for named in sections.values() for _, extended, _ in named):
         return value
     kept = [segments[0]]
     for index, segment in enumerate(segments[1:], start=1):
@@ -380,7 +387,9 @@ class _ParametersAsReadersRead(HeaderClassesOnce):
         self._remembered.cache_clear()
 
     def _parsed(self, name: str, value: str) -> BaseHeader:
-        if name.lower() in _PARAMETER_FIELDS and "*" in value:
+        if name.lower() in _PARAMETER_FIELDS and (
+            "*" in value or value.count(";") > MAX_PARAMETERS
+        ):
             value = _readable_parameters(value)
         header = super().__call__(name, value)
         if name.lower() == _TRANSFER_ENCODING:
