@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from e2a_gateway.addresses import only_agent
 from e2a_gateway.cli import exit_codes
 from e2a_gateway.cli.config_file import config_path, effective, env_override, saved
+from e2a_gateway.key_text import unsendable_key
 
 if TYPE_CHECKING:
     import httpx
@@ -39,14 +40,10 @@ def checked_key(key: str, source: str) -> str:
     """`key` when an HTTP header can carry it (visible ASCII, as every e2a key is); else a
     ClientError with the exit code of a refused key, which names `source` (where the key came
     from) and never quotes the key."""
-    if all("!" <= char <= "~" for char in key):
-        return key
-    raise ClientError(
-        f"the API key {source} has a character no API key has (a space, a line break, a "
-        "carriage return as a file with Windows line endings leaves, or a non-ASCII "
-        "character): give the key alone",
-        exit_codes.AUTH,
-    )
+    problem = unsendable_key(key, source)
+    if problem is not None:
+        raise ClientError(problem, exit_codes.AUTH)
+    return key
 
 
 def key_source() -> str:

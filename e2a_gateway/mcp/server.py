@@ -29,7 +29,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
 from e2a_gateway import __version__
-from e2a_gateway.cli.context import ClientError, checked_key
+from e2a_gateway.key_text import unsendable_key
 from e2a_gateway.mcp.envelope import (
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -248,10 +248,9 @@ def run_stdio() -> int:
             file=sys.stderr,
         )
         return 1
-    try:
-        checked_key(api_key, "in E2A_API_KEY")
-    except ClientError as exc:  # never quotes the key
-        print(f"e2a mcp: {exc}", file=sys.stderr)
+    problem = unsendable_key(api_key, "in E2A_API_KEY")
+    if problem is not None:  # never quotes the key
+        print(f"e2a mcp: {problem}", file=sys.stderr)
         return 1
     base_url = _gateway_url()
     if base_url is None:
