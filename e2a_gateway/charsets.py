@@ -268,10 +268,41 @@ def field_text(message: HeaderFields, name: str) -> str:
     if "=?" not in unfolded:  # no encoded word: nothing to decode (and parsing costs)
         return without_nul(unfolded)
     try:
-        decoded = str(_UNSTRUCTURED(name, _ENCODED_WORDS.sub(_readable_encoded_words, unfolded)))
+        decoded = _unstructured_text(name, _ENCODED_WORDS.sub(_readable_encoded_words, unfolded))
     except Exception:
         decoded = unfolded
     return without_nul(_LINE_BREAKS.sub(" ", decoded))
+
+
+_PIECE_CHARS = 4096
+"""How much of a long field the `email` package's unstructured parser is given at once."""
+_BLANKS = re.compile(r"[ \t]+")
+
+
+def _unstructured_text(name: str, value: str) -> str:
+    """`value` as `_UNSTRUCTURED` reads it. A long one is read in pieces of about _PIECE_CHARS,
+    each cut after whitespace that follows a word in which no encoded word ends (no `?=`):
+    the parser keeps such whitespace as it is, unlike that between two encoded words, so the
+    pieces read as the whole does. The parser reads the rest of the value again at each `=?`
+    that starts no encoded word, which took 2.7 s for a subject of 20,000 of them, in mail
+    from anyone."""
+    pieces: list[str] = []
+    start = 0
+    while len(value) - start > _PIECE_CHARS:
+        cut = None
+        word_start = start
+        for blank in _BLANKS.finditer(value, start):
+            past = blank.start() >= start + _PIECE_CHARS
+            if past and value.find("?=", word_start, blank.start()) < 0:
+                cut = blank.end()
+                break
+            word_start = blank.end()
+        if cut is None:
+            break
+        pieces.append(str(_UNSTRUCTURED(name, value[start:cut])))
+        start = cut
+    pieces.append(str(_UNSTRUCTURED(name, value[start:])))
+    return "".join(pieces)
 
 
 def without_nul(text: str) -> str:

@@ -309,6 +309,47 @@ def test_a_field_of_thousands_of_parameters_is_read_in_time(flood: bytes) -> Non
     assert [item.filename for item in body.attachments] == ["report.pdf"]
 
 
+def test_a_subject_of_thousands_of_broken_encoded_words_is_read_in_time() -> None:
+    """The `email` package's unstructured parser reads the rest of a field again at each `=?`
+    that starts no encoded word: a subject of 20,000 took 2.7 s of CPU, within the 256 KiB a
+    header section may hold, in mail from anyone. A long field is now given to it in pieces
+    that read as the whole does: here the words stay as they were written."""
+    words = ["=?utf-8?q?a?"] * 20_000
+    subject = " ".join(words)
+    folded = "\r\n ".join(" ".join(words[at : at + 60]) for at in range(0, len(words), 60))
+    raw = f"From: a@example.org\r\nSubject: {folded}\r\n\r\nx\r\n".encode()
+    started = time.process_time()  # CPU time: other work on the machine does not count
+    summary = summarise_headers(raw)
+    assert time.process_time() - started < 1
+    assert summary.subject.split() == subject.split()
+
+
+def test_a_long_subject_reads_in_pieces_as_it_reads_whole() -> None:
+    """Words of every kind, encoded or not, broken or whole, between blanks of every kind: the
+    pieces a long subject is read in give the text the `email` package gives for all of it
+    (whitespace between two encoded words dropped, any other kept)."""
+    words = [
+        "=?utf-8?q?a?=",
+        "=?utf-8?b?w6k=?=",
+        "=?iso-8859-1?q?=E9t=E9?=",
+        "=?utf-8?q?a?",
+        "plain",
+        "=?",
+        "?=",
+        "x=?utf-8?q?b?=",
+        "=?utf-8?q?c?=y",
+        "été",
+    ]
+    blanks = [" ", "  ", "\t", " \t "]
+    subject = "".join(
+        words[(number * 7) % len(words)] + blanks[(number * 3) % len(blanks)]
+        for number in range(3_000)
+    ).rstrip()
+    raw = f"From: a@example.org\r\nSubject: {subject}\r\n\r\nx\r\n".encode()
+    whole = email.parser.BytesParser(policy=email.policy.default).parsebytes(raw)["Subject"]
+    assert summarise_headers(raw).subject == str(whole)
+
+
 def test_parameter_with_a_long_run_of_spaces_is_read_in_linear_time() -> None:
     """An RFC 2231 parameter's value was cut from its trailing spaces by a lazy pattern that
     tried the rest of the value at every space: a Content-Type with 10,000 spaces inside a
