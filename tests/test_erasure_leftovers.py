@@ -8,6 +8,7 @@ or agent's mail in memory."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ import trio
 
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
-from e2a_gateway.inbound.parse import kept_body
+from e2a_gateway.inbound.parse import kept_body, parse_body
 from e2a_gateway.storage.sqlite import SqliteStorage
+from e2a_gateway.workers.retention import RetentionWorker
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import full_scans, query, traced_statements
 from tests.delivery_support import agent_id, create_agent, mail, smtp_send, wait_until
@@ -371,3 +373,100 @@ async def test_an_agent_or_message_deleted_for_good_leaves_only_the_events_log(
     assert kept.status_code == 200, kept.text
     assert kept.json()["body"]["text"] == "SIBLINGS body\n"
     assert query(url, "SELECT count(*) FROM message_contents")[0][0] == 1  # the sibling's
+
+
+def with_attachment(subject: str, marker: str) -> bytes:
+    """A message whose text is `marker` and which carries one attachment naming it too."""
+    return (
+        f"From: Alice <alice@example.org>\r\nTo: someone@agents.test\r\nSubject: {subject}\r\n"
+        'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        f"--b\r\nContent-Type: text/plain\r\n\r\n{marker} in the text\r\n"
+        '--b\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; filename="m.txt"'
+        f"\r\n\r\n{marker} in the attachment\r\n--b--\r\n"
+    ).encode()
+
+
+async def erase_by_purge(running: RunningGateway, owner: Account, agent: str, msg: str) -> None:
+    """Delete the message to the `/v1` trash, then out of it for good."""
+    for params in ({}, {"permanent": "true", "confirm": "DELETE"}):
+        gone = await owner.http.delete(v1_messages(agent, f"/{msg}"), params=params)
+        assert gone.status_code == 200, gone.text
+
+
+async def erase_by_retention(running: RunningGateway, owner: Account, agent: str, msg: str) -> None:
+    """Let a retention sweep take the message, as if `retention.days` had passed."""
+    days = running.gateway.settings.retention.days
+    swept = await RetentionWorker(running.gateway, pause=0).sweep(time.time() + (days + 1) * 86400)
+    assert swept.messages >= 1
+
+
+async def erase_by_agent(running: RunningGateway, owner: Account, agent: str, msg: str) -> None:
+    """Delete the agent for good, its mail with it."""
+    gone = await owner.http.delete(agent_path(agent), params={"permanent": "true"})
+    assert gone.status_code == 200, gone.text
+
+
+async def erase_by_account(running: RunningGateway, owner: Account, agent: str, msg: str) -> None:
+    """Erase the owner's account."""
+    gone = await owner.http.delete("/api/v1/users/me?confirm=DELETE")
+    assert gone.status_code == 200, gone.text
+
+
+@pytest.mark.parametrize(
+    "erase", [erase_by_purge, erase_by_retention, erase_by_agent, erase_by_account]
+)
+async def test_a_body_kept_of_erased_mail_is_served_by_no_request(
+    running: RunningGateway, make_account: Any, erase: Any
+) -> None:
+    """Another replica (or process) that read the mail before it was erased still keeps its
+    parsed body: none of its requests serves it. The kept bodies are found by the digest of
+    the raw bytes, which a read only has once the database gave them to the caller; here the
+    body is put back in this process's memory after the erasure, as the other replica has it."""
+    port = running.addresses.smtp_port
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+    alice_bot = await create_agent(alice, "alicebot")
+    bob_bot = await create_agent(bob, "bobbot")
+    raw = with_attachment("Secret", "ERASED-MARKER")
+    await smtp_send(port, [alice_bot], raw)
+    message_id = (await inbound_ids(alice, alice_bot))["Secret"]
+    read = await alice.http.get(v1_messages(alice_bot, f"/{message_id}"))
+    assert read.status_code == 200, read.text
+    assert "ERASED-MARKER" in read.json()["body"]["text"]
+    stored = raw_of(running.gateway.settings.database.url, alice_bot, "Secret")
+
+    for reader, agent in ((bob, bob_bot), (bob, alice_bot)):  # not bob's: the database says so
+        for path in (
+            v1_messages(agent, f"/{message_id}"),
+            v1_messages(agent, f"/{message_id}/attachments/0?inline=true"),
+            agent_path(agent, f"/messages/{message_id}"),
+        ):
+            answer = await reader.http.get(path)
+            assert answer.status_code == 404, (path, answer.text)
+            assert "ERASED-MARKER" not in answer.text
+
+    await erase(running, alice, alice_bot, message_id)
+    parse_body(stored)  # what the other replica kept of it before the erasure
+    assert kept_body(stored) is not None
+    for path in (
+        v1_messages(alice_bot, f"/{message_id}"),
+        v1_messages(alice_bot, f"/{message_id}/attachments/0?inline=true"),
+        agent_path(alice_bot, f"/messages/{message_id}"),
+    ):
+        answer = await alice.http.get(path)
+        assert answer.status_code in (401, 404), (path, answer.text)  # 401: the account is gone
+        assert "ERASED-MARKER" not in answer.text
+    for verb, sent in (
+        ("reply", {"text": "Noted.", "quote_history": True}),
+        ("forward", {"text": "FYI.", "to": ["carol@example.net"]}),
+    ):
+        answer = await alice.http.post(v1_messages(alice_bot, f"/{message_id}/{verb}"), json=sent)
+        assert answer.status_code in (401, 404), (verb, answer.text)
+    assert (
+        query(
+            running.gateway.settings.database.url,
+            "SELECT id FROM messages WHERE direction = 'outbound'",
+        )
+        == []
+    )
+    assert kept_body(stored) is not None  # refused by the database's verdict, not by chance

@@ -1153,3 +1153,60 @@ async def test_fanout_relays_notifications_and_recovers_from_a_lost_connection(
             nursery.cancel_scope.cancel()
     finally:
         await storage.close()
+
+
+async def test_mail_erased_through_a_is_not_served_by_b_that_read_it(
+    tmp_path: Path, database: str
+) -> None:
+    """Replica B reads two messages (it keeps their parsed bodies in memory); replica A deletes
+    one for good out of the trash and the other with its agent. B keeps those bodies (nothing
+    tells it of the erasure), yet none of its requests serves them: every read gets the raw
+    bytes from the database, scoped to the caller, before it looks for the body kept of them."""
+    async with two_replicas(tmp_path, database) as (a, b):
+        key = await bootstrap(a)
+        keeper = await create_agent(a, key, {"slug": "keeper", "agent_mode": "local"})
+        leaver = await create_agent(a, key, {"slug": "leaver", "agent_mode": "local"})
+        for agent in (keeper, leaver):
+            await trio.to_thread.run_sync(send_erasable, a.smtp_port, agent)
+        async with httpx.AsyncClient(
+            timeout=10, headers=dict(authorization=f"Bearer {key}")
+        ) as http:
+            paths = {}
+            for agent in (keeper, leaver):
+                mailbox = f"/v1/agents/{quote(agent, safe='')}/messages"
+                listed = await http.get(f"{b.http_url}{mailbox}")
+                assert listed.status_code == 200, listed.text
+                (message_id,) = [item["id"] for item in listed.json()["items"]]
+                paths[agent] = [
+                    f"{mailbox}/{message_id}",
+                    f"/api/v1/agents/{quote(agent, safe='')}/messages/{message_id}",
+                ]
+                for path in paths[agent]:
+                    read = await http.get(f"{b.http_url}{path}")
+                    assert read.status_code == 200, read.text
+                    assert "ERASED-MARKER" in read.text
+
+            trashed = await http.delete(f"{a.http_url}{paths[keeper][0]}")
+            assert trashed.status_code == 200, trashed.text
+            purged = await http.delete(
+                f"{a.http_url}{paths[keeper][0]}", params={"permanent": "true", "confirm": "DELETE"}
+            )
+            assert purged.status_code == 200, purged.text
+            gone = await http.delete(
+                f"{a.http_url}/api/v1/agents/{quote(leaver, safe='')}", params={"permanent": "true"}
+            )
+            assert gone.status_code == 200, gone.text
+
+            for path in paths[keeper] + paths[leaver]:
+                answer = await http.get(f"{b.http_url}{path}")
+                assert answer.status_code == 404, (path, answer.text)
+                assert "ERASED-MARKER" not in answer.text
+
+
+def send_erasable(smtp_port: int, recipient: str) -> None:
+    """Send `recipient` one message whose text says ERASED-MARKER (blocking)."""
+    raw = (
+        f"From: a@example.org\r\nTo: {recipient}\r\nSubject: erasable\r\n\r\nERASED-MARKER\r\n"
+    ).encode()
+    with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
+        assert client.sendmail("a@example.org", [recipient], raw) == {}
