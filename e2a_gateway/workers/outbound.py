@@ -394,7 +394,9 @@ class OutboundWorker(ClaimLoop):
             self._gateway.metrics.outbound_settled("failed_local_retries")
 
     async def attempt(self, job: Job, now: float) -> None:
-        """Send the job's message once to every recipient still pending and record the result."""
+        """Send the job's message once to every recipient still pending and record the result,
+        `now` being when its job was claimed."""
+        began = self._clock()
         storage = self._gateway.storage
         message = await storage.get_outbound(None, job.message_id)
         if message is None:
@@ -423,12 +425,15 @@ class OutboundWorker(ClaimLoop):
         started = trio.current_time()
         results, deferred, named = await self._deliver(job, message, sender, raw, pending, now)
         handed_off = trio.current_time() - started
+        # The retry is timed from the attempt's end, not its claim: a hand-off that took longer
+        # than the next delay (a relay slow to answer, then a 4xx) would be made again at once.
+        finished = now + max(0.0, self._clock() - began)
         verdict = settle(
             {**settled, **results},
             deferred,
             attempt=job.attempts + 1,
             queued_at=job.created_at,
-            now=now,
+            now=finished,
             uniform=self._uniform,
         )
         if verdict.outcome == "retry" and results:
@@ -445,7 +450,7 @@ class OutboundWorker(ClaimLoop):
                 verdict.error,
                 verdict.retry_at,
                 {**settled, **results, **verdict.gave_up},
-                now,
+                finished,
                 unreached(results, verdict.gave_up),
                 relay_ids=named,
             )
