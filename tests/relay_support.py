@@ -74,6 +74,21 @@ class Sink:
         return found
 
 
+class ClockedSink(Sink):
+    """A relay that takes `seconds` of the worker's (fake) `clock` to answer each RCPT."""
+
+    def __init__(self, clock: list[float], seconds: float) -> None:
+        super().__init__()
+        self.clock = clock
+        self.seconds = seconds
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        self.clock[0] += self.seconds
+        return await super().handle_RCPT(server, session, envelope, address, options)
+
+
 @pytest.fixture
 def sink() -> Sink:
     """A fresh recording handler."""

@@ -56,8 +56,8 @@ from tests.delivery_support import (
     quiet_gateway,
     wait_until,
 )
+from tests.relay_support import ClockedSink, free_port, relay_on_loopback
 from tests.relay_support import Sink as RelaySink
-from tests.relay_support import free_port, relay_on_loopback
 
 PUBLIC_URL = "https://e2a.example"
 OWNER = "owner@example.com"
@@ -773,6 +773,32 @@ async def test_notice_retries_while_the_relay_is_down_and_drops_without_relay(
         finally:
             await account.http.aclose()
     assert sink.received == []
+
+
+async def test_a_notice_deferred_after_a_slow_hand_off_is_retried_30_s_after_it_ended(
+    tmp_path: Path, resolver: Any
+) -> None:
+    """The relay takes 400 s to defer the notice: the retry is due 30 s after the hand-off
+    ended, not at once because 30 s after the claim have long passed."""
+    clock = [time.time()]
+    relay = ClockedSink(clock, 400)
+    relay.rcpt_answers[OWNER] = "450 4.2.1 mailbox busy"
+    with relay_on_loopback(relay) as port:
+        configured = relay_settings(tmp_path, port)
+        async with quiet_gateway(configured, resolver) as quiet:
+            account = await open_account(quiet.gateway, quiet.http_url, OWNER)
+            async with account.http:
+                owner = await hitl_owner(quiet.gateway, account)
+                message = await add_pending(quiet.gateway, owner, time.time() + 7200)
+                now = clock[0] = time.time()
+                worker = ApprovalWorker(quiet.gateway, clock=lambda: clock[0])
+                assert await worker.send_due_notices(now) == 1
+                ((run_at,),) = query(
+                    configured.database.url,
+                    "SELECT run_at FROM jobs WHERE message_id = ?",
+                    (message.id,),
+                )
+                assert run_at >= now + 400 + 30 * 0.8
 
 
 async def test_a_notice_is_abandoned_once_its_retry_would_come_after_the_deadline(

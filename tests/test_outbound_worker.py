@@ -55,7 +55,7 @@ from tests.delivery_support import (
     quiet_gateway,
     wait_until,
 )
-from tests.relay_support import Sink, free_port, relay_on_loopback
+from tests.relay_support import ClockedSink, Sink, free_port, relay_on_loopback
 from tests.test_outbound_relay import authenticator
 from tests.test_signing_identity import contract_verify
 
@@ -379,21 +379,6 @@ async def test_retry_hands_off_only_the_deferred_recipients(setup: Setup, sink: 
     assert (await stored(setup, message.id)).status == "sent"
 
 
-class SlowSink(Sink):
-    """A relay that takes `seconds` of the worker's (fake) `clock` to answer each RCPT."""
-
-    def __init__(self, clock: list[float], seconds: float) -> None:
-        super().__init__()
-        self.clock = clock
-        self.seconds = seconds
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, options: Any
-    ) -> str:
-        self.clock[0] += self.seconds
-        return await super().handle_RCPT(server, session, envelope, address, options)
-
-
 async def test_a_deferral_is_retried_30_s_after_the_attempt_ended_not_after_its_claim(
     tmp_path: Path,
 ) -> None:
@@ -401,7 +386,7 @@ async def test_a_deferral_is_retried_30_s_after_the_attempt_ended_not_after_its_
     the retry is due 30 s after the attempt ended, as the schedule says, not at once because
     30 s after the claim have long passed."""
     clock = [NOW]
-    relay = SlowSink(clock, 400)
+    relay = ClockedSink(clock, 400)
     relay.rcpt_answers[EXTERNAL] = "450 4.2.1 mailbox busy"
     with relay_on_loopback(relay) as port:
         async with open_setup(relay_settings(tmp_path, port)) as setup:

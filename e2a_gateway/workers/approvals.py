@@ -292,12 +292,18 @@ class ApprovalWorker:
             return None
         return HeldLease(until, now + JOB_LEASE_SECONDS)
 
-    async def _hand_off(self, job: Job, held: HeldLease, message: Outgoing, what: str) -> Outcome:
+    async def _hand_off(
+        self, job: Job, held: HeldLease, message: Outgoing, what: str, now: float
+    ) -> tuple[Outcome, float]:
         """Hand `message` to the relay, renewing the lease `held` on `job` every third of it
         meanwhile (`lease_kept`): a slow link may make the hand-off outlast any lease, and
         another replica must not mail it again. Should the lease pass to another claim all the
-        same (the database failing every renewal), finishing the job is left to that claim."""
+        same (the database failing every renewal), finishing the job is left to that claim.
+        Returns the outcome and when the hand-off ended, `now` being when it began: a retry is
+        timed from then, or a hand-off that outlasted the next delay would be made again at
+        once."""
         settings = self._gateway.settings
+        began = self._clock()
         async with lease_kept(
             self._gateway.storage,
             job.id,
@@ -306,7 +312,8 @@ class ApprovalWorker:
             self._clock,
             f"{what} for {job.message_id}",
         ):
-            return await hand_off(settings.outbound_smtp, settings.smtp.hostname, message)
+            outcome = await hand_off(settings.outbound_smtp, settings.smtp.hostname, message)
+        return outcome, now + max(0.0, self._clock() - began)
 
     @staticmethod
     def _passed(done: bool, what: str, job: Job) -> None:
@@ -375,7 +382,7 @@ class ApprovalWorker:
             (answer.recipient,),
             sign_as_sender(self._signer, answer.data, answer.sender),
         )
-        outcome = await self._hand_off(job, held, outgoing, "approval answer")
+        outcome, now = await self._hand_off(job, held, outgoing, "approval answer", now)
         if answer.recipient in outcome.accepted or answer.recipient in outcome.refused:
             log.info("answer to an approval reply about %s handed on", job.message_id)
             await self._finish_answer(job, held, answer.id)
@@ -471,7 +478,7 @@ class ApprovalWorker:
             (notice.recipient,),
             sign_as_sender(self._signer, notice.data, notice.sender),
         )
-        outcome = await self._hand_off(job, held, outgoing, "approval notice")
+        outcome, now = await self._hand_off(job, held, outgoing, "approval notice", now)
         if notice.recipient in outcome.accepted:
             log.info("approval notice for %s sent to %s", message.id, notice.recipient)
             await self._finish(job, held, None, "approval notice")
