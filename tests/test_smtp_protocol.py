@@ -1527,6 +1527,42 @@ def test_a_chunk_beyond_the_size_limit_ends_the_transaction() -> None:
     assert dialogue.envelopes == []
 
 
+def test_chunks_pipelined_after_a_refused_chunk_are_dropped_without_counting_as_errors() -> None:
+    """RFC 3030 section 2: a client may pipeline its chunks, and after a refused one the server
+    must take and discard those already sent. Their 503s are what the client must expect, so
+    they neither slow it down nor cut it off as errors would: they count as junk commands."""
+    dialogue = in_state(T, max_message_bytes=10, errors_before_delay=1, max_errors=3)
+    chunks = b"BDAT 6\r\n123456" * 6 + b"BDAT 0 LAST\r\n"
+    replies = dialogue.statuses(chunks + b"NOOP\r\n")
+    assert replies == ["250 2.0.0", "552 5.3.4", *["503 5.5.1"] * 5, "250 2.0.0"]
+    assert not dialogue.closed
+    assert dialogue.statuses(MAIL + RCPT + b"BDAT 2 LAST\r\nhi") == [
+        *["250 2.1.0", "250 2.1.5", "250 2.0.0"]
+    ]
+    assert [envelope.data for envelope in dialogue.envelopes] == [b"hi"]
+
+
+def test_chunks_pipelined_after_all_recipients_were_refused_count_as_one_error() -> None:
+    dialogue = in_state(M, errors_before_delay=2, max_errors=3)
+    unknown = b"RCPT TO:<unknown@agents.test>\r\n"
+    replies = dialogue.statuses(unknown + b"BDAT 1\r\nx" * 4 + b"BDAT 1 LAST\r\nx")
+    assert replies == ["550 5.1.1", "554 5.5.1", *["554 5.5.1"] * 4]
+    assert not dialogue.closed
+
+
+def test_endless_chunks_after_a_refused_one_meet_the_junk_limit() -> None:
+    dialogue = in_state(R, max_junk_commands=3)
+    replies = dialogue.statuses(b"BDAT 0\r\n" * 5)
+    assert replies == ["503 5.5.1"] * 4 + ["421 4.7.0"]
+    assert dialogue.closed
+
+
+def test_a_command_between_refused_chunks_ends_their_allowance() -> None:
+    dialogue = in_state(R, errors_before_delay=100, max_errors=3)
+    replies = dialogue.statuses(b"BDAT 0\r\nBDAT 0\r\nNOOP\r\nBDAT 0\r\nXYZ\r\n")
+    assert replies == ["503 5.5.1", "503 5.5.1", "250 2.0.0", "503 5.5.1", "500 5.5.2", "421 4.7.0"]
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [

@@ -609,6 +609,37 @@ async def test_a_large_message_in_pipelined_bdat_chunks_arrives_byte_exact(
     assert envelope.data == body
 
 
+async def test_chunks_pipelined_after_a_refused_one_are_dropped_without_a_cutoff(
+    nursery: trio.Nursery, sink: MemorySink
+) -> None:
+    """An MTA that pipelines its BDAT chunks (RFC 3030) for a message over the size limit
+    hears 552 for the chunk that went over and 503 for the rest, at once, and can go on to
+    deliver its next message in the same session: the chunks it had already sent are not
+    errors, which would delay their replies and end the session with 421."""
+    port = await start_server(
+        nursery,
+        sink,
+        session_limits=SessionLimits(max_message_bytes=1000, errors_before_delay=1, max_errors=5),
+    )
+    envelope = b"MAIL FROM:<sender@example.org>\r\nRCPT TO:<alice@agents.test>\r\n"
+    chunks = b"BDAT 400\r\n" + b"x" * 398 + b"\r\n"
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(port)
+        await client.reply()
+        await client.send(b"EHLO client.example\r\n" + envelope + chunks * 9 + b"BDAT 0 LAST\r\n")
+        with trio.fail_after(0.5):  # no error delay
+            replies = await client.replies(13)
+        assert codes(replies) == [
+            *["250", "250 2.1.0", "250 2.1.5", "250 2.0.0", "250 2.0.0", "552 5.3.4"],
+            *["503 5.5.1"] * 7,
+        ]
+        await client.send(envelope + b"BDAT 4 LAST\r\nhi\r\nQUIT\r\n")
+        replies = await client.replies(4)
+        assert await client.rest() == b""
+    assert codes(replies) == ["250 2.1.0", "250 2.1.5", "250 2.0.0", "221 2.0.0"]
+    assert [envelope.data for envelope, _ in sink.stored] == [b"hi\r\n"]
+
+
 async def test_smuggled_end_of_data_is_refused(port: int, sink: MemorySink) -> None:
     with trio.fail_after(TIMEOUT):
         client = await RawClient.connect(port)

@@ -30,9 +30,11 @@ Choices it makes on the gateway's behalf:
 * Every error reply counts as one of the client's errors: to a command the session could not
   execute (syntax, sequence, unknown command, over-long line), a refused recipient, a refused
   message — all but `452 4.5.3` to a recipient past `max_recipients`, which a client that
-  pipelines a long list must expect and which reveals nothing. The count starts over when a
-  message is accepted, as Postfix's does: an MTA delivering mail with some stale recipients
-  keeps going, a client probing addresses (directory harvest) or sending garbage does not.
+  pipelines a long list must expect and which reveals nothing, and the refusals of BDAT chunks
+  pipelined after a refused chunk (RFC 3030), which count as junk commands instead. The count
+  starts over when a message is accepted, as Postfix's does: an MTA delivering mail with some
+  stale recipients keeps going, a client probing addresses (directory harvest) or sending
+  garbage does not.
   Past `errors_before_delay` errors each error reply is preceded by a `Pause` of `error_delay`
   seconds, which the shell waits out; at `max_errors` the error reply is followed by
   `421 4.7.0` and the session closes, the rest of its input unread (no recipient in it is
@@ -346,6 +348,9 @@ class ServerSession:
         self._commands_read = 0
         self._messages_begun = 0
         self._discarding_long_line = False
+        self._after_refused_chunk = False
+        """The last reply refused a BDAT chunk that was not the LAST: BDATs the client had
+        pipelined after it are expected to be refused too."""
         self._helo = ""
         self._extended = False
         self._transaction = _Transaction()
@@ -543,11 +548,13 @@ class ServerSession:
         line = bytes(self._buffer[: newline + 1])
         del self._buffer[: newline + 1]
         self._commands_read += 1
+        after_refused_chunk = self._after_refused_chunk
+        self._after_refused_chunk = False
         if self._discarding_long_line or len(line) > self._limits.max_command_length:
             self._discarding_long_line = False
             self._refuse_command(_CommandError(500, "5.5.2", "Line too long"))
         else:
-            self._execute(line)
+            self._execute(line, after_refused_chunk=after_refused_chunk)
         return True
 
     def _read_message(self) -> bool:
@@ -584,7 +591,7 @@ class ServerSession:
         if isinstance(chunk.into, _CommandError):  # refused: the octets are dropped
             if not chunk.remaining:
                 self._state = chunk.resume
-                self._refuse_command(chunk.into)
+                self._refuse_chunk(chunk, chunk.into.reply)
             return True
         content = chunk.into
         content.add(taken)
@@ -593,6 +600,7 @@ class ServerSession:
         problem = content.problem(final=chunk.last)
         if problem is not None:
             self._refuse_message(problem)
+            self._after_refused_chunk = not chunk.last
         elif chunk.last:
             self._state = SessionState.AWAITING_MESSAGE
             envelope = Envelope(
@@ -612,8 +620,9 @@ class ServerSession:
 
     # Commands
 
-    def _execute(self, line: bytes) -> None:
-        """Run one command line (terminator included), refusing it if it is malformed."""
+    def _execute(self, line: bytes, *, after_refused_chunk: bool) -> None:
+        """Run one command line (terminator included), refusing it if it is malformed;
+        `after_refused_chunk` as for `_bdat`."""
         try:
             recipient = _plain_recipient(line)
             if recipient is not None:
@@ -621,7 +630,10 @@ class ServerSession:
                 self._request_recipient(recipient)
                 return
             verb, argument = _split_command_line(line)
-            self._dispatch(verb, argument)
+            if verb == "BDAT":
+                self._bdat(argument, after_refused_chunk=after_refused_chunk)
+            else:
+                self._dispatch(verb, argument)
         except _CommandError as error:
             self._refuse_command(error)
 
@@ -637,8 +649,6 @@ class ServerSession:
                 self._rcpt(argument)
             case "DATA":
                 self._data(argument)
-            case "BDAT":
-                self._bdat(argument)
             case "RSET" | "NOOP" | "VRFY" | "HELP" | "EXPN":
                 self._junk_command(verb, argument)
             case "QUIT":
@@ -653,16 +663,7 @@ class ServerSession:
     def _junk_command(self, verb: str, argument: str) -> None:
         """A command that delivers nothing; past `max_junk_commands` of them since the last
         accepted message, `421 4.7.0` instead, and the session closes."""
-        self._junk_commands += 1
-        if self._junk_commands > self._limits.max_junk_commands:
-            self._events.append(
-                _reply(
-                    421,
-                    "4.7.0",
-                    f"{self._hostname} Too many commands without mail, closing connection",
-                )
-            )
-            self._close()
+        if not self._count_junk():
             return
         match verb:
             case "RSET":
@@ -675,6 +676,22 @@ class ServerSession:
                 self._events.append(_reply(214, "2.0.0", f"Commands: {' '.join(_COMMANDS)}"))
             case _:  # EXPN
                 raise _CommandError(502, "5.5.1", "Command not implemented")
+
+    def _count_junk(self) -> bool:
+        """Count one command that delivers nothing; False when that is one past
+        `max_junk_commands` since the last accepted message: `421 4.7.0` and the session closed."""
+        self._junk_commands += 1
+        if self._junk_commands <= self._limits.max_junk_commands:
+            return True
+        self._events.append(
+            _reply(
+                421,
+                "4.7.0",
+                f"{self._hostname} Too many commands without mail, closing connection",
+            )
+        )
+        self._close()
+        return False
 
     def _introduce(self, argument: str, *, extended: bool) -> None:
         if not argument:
@@ -811,9 +828,12 @@ class ServerSession:
         self._state = SessionState.DATA
         self._events.append(_reply_lines(354, ["End data with <CR><LF>.<CR><LF>"]))
 
-    def _bdat(self, argument: str) -> None:
+    def _bdat(self, argument: str, *, after_refused_chunk: bool) -> None:
         """BDAT size [LAST] (RFC 3030): the chunk's octets follow the command line at once, so
-        they are read (and dropped) even when the command is refused; its reply comes after."""
+        they are read (and dropped) even when the command is refused; its reply comes after.
+
+        `after_refused_chunk`: the command before it was a BDAT, not the LAST, that was
+        refused, so the client may have pipelined this one before it knew."""
         match argument.upper().split(" "):
             case [size] if size.isascii() and size.isdigit() and len(size) <= 20:
                 last = False
@@ -837,7 +857,13 @@ class ServerSession:
                 self._messages_begun += 1
             chunks.expect(max(self._transaction.size or 0, chunks.size + int(size)))
             into = chunks
-        self._chunk = _Chunk(int(size), last=last, into=into, resume=self._state)
+        self._chunk = _Chunk(
+            int(size),
+            last=last,
+            into=into,
+            resume=self._state,
+            after_refused_chunk=after_refused_chunk,
+        )
         self._state = SessionState.CHUNK
 
     def _rset(self, argument: str) -> None:
@@ -869,6 +895,19 @@ class ServerSession:
     def _refuse_command(self, error: _CommandError) -> None:
         """Answer a command that could not be executed."""
         self._refuse(error.reply)
+
+    def _refuse_chunk(self, chunk: _Chunk, reply: Reply) -> None:
+        """Answer a refused BDAT chunk, now that its octets are read. RFC 3030 lets a client
+        pipeline its chunks and asks the server to take and discard those that follow a
+        refused one: their refusals are expected, not the client's errors, and count as
+        commands that deliver nothing instead (`max_junk_commands`), so that a client cannot
+        hold the session with them either."""
+        if not chunk.after_refused_chunk:
+            self._refuse(reply)
+        elif self._count_junk():
+            self._events.append(reply)
+        if self._state is not SessionState.CLOSED:
+            self._after_refused_chunk = not chunk.last
 
     def _refuse(self, reply: Reply) -> None:
         """Answer with `reply`, an error: one more of the client's errors since its last
@@ -999,6 +1038,8 @@ class _Chunk:
     last: bool
     into: _ChunkedContent | _CommandError
     resume: SessionState
+    after_refused_chunk: bool
+    """The BDAT before it, not the LAST, was refused (`ServerSession._refuse_chunk`)."""
 
 
 @dataclasses.dataclass(frozen=True)
