@@ -14,6 +14,8 @@ from e2a_gateway.outbound.bounces import (
     AutoReply,
     Bounce,
     Complaint,
+    Letter,
+    Verdict,
     classify,
     read_returned_mail,
     returned_message_id,
@@ -27,7 +29,7 @@ SAMPLES = sorted(
 )
 
 
-def read(name: str) -> Bounce | Complaint | AutoReply | None:
+def read(name: str) -> Verdict | None:
     return read_returned_mail((DATA / name).read_bytes())
 
 
@@ -439,15 +441,31 @@ def test_auto_submitted_bounce_from_a_mailer_daemon_stays_a_bounce() -> None:
 
 def test_auto_submitted_no_is_not_an_auto_reply() -> None:
     raw = (DATA / "e2a/ordinary_reply.eml").read_bytes()
-    assert (
-        read_returned_mail(raw.replace(b"MIME-Version", b"Auto-Submitted: no\nMIME-Version"))
-        is None
-    )
+    marked = raw.replace(b"MIME-Version", b"Auto-Submitted: no\nMIME-Version")
+    assert read_returned_mail(marked) == Letter()
 
 
 @pytest.mark.parametrize("name", ["e2a/ordinary_reply.eml", "e2a/ordinary_newsletter.eml"])
-def test_ordinary_mail_is_none(name: str) -> None:
-    assert read(name) is None
+def test_ordinary_mail_is_a_letter(name: str) -> None:
+    assert read(name) == Letter()
+
+
+@pytest.mark.parametrize(
+    "marking",
+    [
+        b"From: MAILER-DAEMON@mx.example.net\n",
+        b"From: Kim Park <kim@example.com>\nContent-Type: multipart/report;"
+        b' report-type=disposition-notification; boundary="b"\n',
+    ],
+)
+def test_a_machines_notice_naming_no_failure_is_no_letter(marking: bytes) -> None:
+    """A notice from a mailer daemon, or any report, is about delivery, not a person's
+    letter, even when no failure in it can be read."""
+    raw = marking + b"Subject: Re: Your ticket\n\nThanks, that fixed it.\n"
+    assert read_returned_mail(raw) is None
+    assert read_returned_mail(raw.replace(marking, b"From: Kim Park <kim@example.com>\n")) == (
+        Letter()
+    )
 
 
 @pytest.mark.parametrize(
@@ -493,12 +511,13 @@ def test_returned_message_id_from_inline_copy_and_parts() -> None:
 
 
 def test_corpus_is_fully_recognised() -> None:
-    """Every sample of the corpus gets a verdict except the ordinary mail and the success
-    report, which must get none."""
-    nothing = {"ordinary_reply.eml", "ordinary_newsletter.eml", "dsn_delivered_only.eml"}
+    """Every sample of the corpus gets a verdict except the success report, which must get
+    none; the ordinary mail alone reads as a letter."""
+    letters = {"ordinary_reply.eml", "ordinary_newsletter.eml"}
     for path in SAMPLES:
         verdict = read_returned_mail(path.read_bytes())
-        assert (verdict is None) == (path.name in nothing), path.name
+        assert (verdict is None) == (path.name == "dsn_delivered_only.eml"), path.name
+        assert isinstance(verdict, Letter) == (path.name in letters), path.name
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)

@@ -375,7 +375,8 @@ async def test_approval_replies_and_returned_mail_through_an_acceptor(
     main: Main, nursery: trio.Nursery
 ) -> None:
     """What the main process alone can answer (a reply token, the held message, a return
-    path's message) is asked of it: the reviewer's reply approves, the bounce is recorded."""
+    path's message) is asked of it: the reviewer's reply approves, the bounce is recorded,
+    and an auto-reply at the return path is handed over for the agent that sent the message."""
     await add_agent(main)
     storage = main.gateway.storage
     user = await storage.first_user()
@@ -412,6 +413,18 @@ async def test_approval_replies_and_returned_mail_through_an_acceptor(
     suppressed = await storage.suppressed_among(user.id, AGENT, ["alice@example.org"])
     assert suppressed == ["alice@example.org"]
     assert main.delivered == []  # neither was mail for an agent
+
+    # Alice's out-of-office reply at the same return path is mail for the agent that sent it,
+    # threaded by the message it answers
+    auto_reply = (
+        f"From: Alice <alice@example.org>\r\nTo: {return_path}\r\n"
+        f"Subject: Automatic reply: Hi\r\nAuto-Submitted: auto-replied\r\n\r\nAway.\r\n"
+    ).encode()
+    replies = await smtp_dialogue(main.port, return_path, sender="", message=auto_reply)
+    assert replies[-2].startswith(b"250 2.0.0"), replies
+    ((arrival, addresses, _),) = main.delivered
+    assert addresses == [AGENT]
+    assert arrival.answers == (approved.email_message_id,)
 
 
 async def test_a_reply_after_the_review_deadline_is_answered_through_an_acceptor(

@@ -51,7 +51,12 @@ from e2a_gateway.signing.credentials import derive_signing_secret
 from e2a_gateway.signing.identity import body_hash
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
 from e2a_gateway.smtp.server import MessageNotStored, RecipientVerdict
-from e2a_gateway.storage.base import Agent, ConversationClaim, StorageUnavailable
+from e2a_gateway.storage.base import (
+    Agent,
+    ConversationClaim,
+    OutboundMessage,
+    StorageUnavailable,
+)
 from e2a_gateway.storage.group_commit import GroupCommitter
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 
@@ -85,6 +90,9 @@ class Arrival:
     now: float
     agents: list[Agent]
     message_ids: list[str]
+    answers: tuple[str, ...] = ()
+    """The Message-IDs of the sent messages whose return paths it came to (an auto-reply or a
+    person's letter): threaded into their conversations, whatever its own header fields say."""
 
     @functools.cached_property
     def authentication_results(self) -> dict[str, str]:
@@ -216,9 +224,10 @@ class InboundMailSink:
 
     async def accept_message(self, envelope: Envelope, peer: str) -> str:
         """Store one message per recipient agent in one transaction; return the first id.
-        What comes back to our return paths is recorded as a bounce instead, and a reply to an
-        approval notice among the recipients is acted on (or answered) first; both are
-        committed before this returns. Storage that fails on the way (a lookup, the
+        A report that comes back to our return paths is recorded against the sent message
+        instead (an auto-reply or a letter there is mail for the agent that sent it), and a
+        reply to an approval notice among the recipients is acted on (or answered) first;
+        both are committed before this returns. Storage that fails on the way (a lookup, the
         postmaster's inbox created, a bounce recorded) is MessageNotStored, as a failed commit
         is: the client hears 451 (452 for a full disk), the log says why in a line."""
         try:
@@ -229,20 +238,21 @@ class InboundMailSink:
 
     async def _accept_message(self, envelope: Envelope, peer: str) -> str:
         now = time.time()
-        returned = {  # each sent message's bounce once, however often its return path is named
+        returned = {  # each sent message's return path once, however often it is named
             path.message_id: path
             for mailbox in envelope.recipients
             if (path := self._returned.return_path(mailbox)) is not None
         }
         paths = list(returned.values())
+        answered: list[OutboundMessage] = []
         if paths:
-            await self._returned.record(paths, envelope.data, now)
+            answered = await self._returned.receive(paths, envelope.data, now)
             inboxes = [
                 mailbox
                 for mailbox in envelope.recipients
                 if self._returned.return_path(mailbox) is None
             ]
-            if not inboxes:
+            if not inboxes and not answered:
                 return paths[0].message_id
             envelope = replace(envelope, recipients=inboxes)
         auth, client_name = await self._authenticate_and_name(envelope, peer)
@@ -253,9 +263,11 @@ class InboundMailSink:
         ]
         for token in dict.fromkeys(reply_tokens):
             await self._approval_replies.handle(token, envelope, auth, now)
-        agents = await self._recipient_agents(envelope.recipients)
+        agents = await self._recipient_agents(envelope.recipients, answered)
         if not agents and reply_tokens:
             return new_id("rpl")
+        if not agents and paths:  # the agent that sent the message answered is gone
+            return paths[0].message_id
         if not agents:
             raise MessageNotStored("every recipient agent was deleted during the transaction")
         message_ids = new_ids("msg", len(agents))
@@ -283,6 +295,7 @@ class InboundMailSink:
             now=now,
             agents=agents,
             message_ids=message_ids,
+            answers=tuple(message.email_message_id for message in answered),
         )
         return await self._deliver(arrival)
 
@@ -406,11 +419,18 @@ class InboundMailSink:
             return False
         return len(stored) == len(copies)
 
-    async def _recipient_agents(self, recipients: list[Mailbox]) -> list[Agent]:
-        """The agents behind the accepted recipients, each once, skipping any deleted since RCPT."""
+    async def _recipient_agents(
+        self, recipients: list[Mailbox], answered: list[OutboundMessage]
+    ) -> list[Agent]:
+        """The agents behind the accepted recipients, then those that sent the `answered`
+        messages (mail came to their return paths), each once, skipping any deleted since."""
         agents: dict[str, Agent] = {}
         for mailbox in recipients:
             agent = await self._recipient_agent(mailbox)
+            if agent is not None:
+                agents.setdefault(agent.email, agent)
+        for message in answered:
+            agent = await self._gateway.storage.find_agent(message.agent_email)
             if agent is not None:
                 agents.setdefault(agent.email, agent)
         return list(agents.values())
@@ -487,7 +507,8 @@ def _thread_keys(arrival: Arrival) -> _ThreadKeys | None:
     claim = None
     if arrival.from_here and headers.conversation_id:
         claim = ConversationClaim(headers.conversation_id, headers.from_addr or "")
-    referenced = headers.referenced_ids()[:MAX_REFERENCES]
+    referenced = list(dict.fromkeys([*arrival.answers, *headers.referenced_ids()]))
+    referenced = referenced[:MAX_REFERENCES]
     if not referenced and claim is None:
         return None
     return _ThreadKeys(referenced, claim)

@@ -2,8 +2,10 @@
 hand-off): a delivery status notification, a non-standard bounce or an RFC 5965 feedback report
 (a complaint) is read (`e2a_gateway.outbound.bounces`) and recorded against the outbound message
 its authenticated token names, before the SMTP server answers 250; a return path made for one
-recipient records what the report says of that recipient alone. Return paths are never
-agents' inboxes: such mail is not stored as mail.
+recipient records what the report says of that recipient alone. What is no report — an
+auto-reply (RFC 3834 responders answer the envelope sender) or a person's letter (their client
+answered the `Return-Path`) — is never recorded against the message: it is inbound mail for the
+agent that sent the message, which the pipeline delivers as it delivers any other.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ import trio
 from e2a_gateway.addresses import AddressError, normalise_address
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.inbound.not_stored import not_stored
-from e2a_gateway.outbound.bounces import SOLE_ADDRESSEE, Bounce, Complaint, read_returned_mail
+from e2a_gateway.outbound.bounces import (
+    SOLE_ADDRESSEE,
+    AutoReply,
+    Bounce,
+    Complaint,
+    Letter,
+    read_returned_mail,
+)
 from e2a_gateway.outbound.return_path import (
     LOCAL_PART_PREFIX,
     ReturnPath,
@@ -24,7 +33,7 @@ from e2a_gateway.outbound.return_path import (
     return_path_key,
 )
 from e2a_gateway.smtp.protocol import Mailbox
-from e2a_gateway.storage.base import BouncedRecipient, StorageUnavailable
+from e2a_gateway.storage.base import BouncedRecipient, OutboundMessage, StorageUnavailable
 
 log = logging.getLogger("e2a.inbound.bounces")
 
@@ -46,19 +55,31 @@ class ReturnedMail:
             return None
         return parse_return_path(mailbox.address, self._key)
 
-    async def record(self, paths: list[ReturnPath], data: bytes, now: float) -> None:
-        """Read `data` and record a bounce or a complaint against each message of `paths`;
-        anything else that comes back (an auto-reply, a report of success or of a delay, mail
-        we cannot read) is dropped with a log line: a recipient a report says is still being
-        tried (`Action: delayed`) has not bounced, and may yet receive the message.
-        MessageNotStored when storage cannot commit it, so the sender retries."""
+    async def receive(
+        self, paths: list[ReturnPath], data: bytes, now: float
+    ) -> list[OutboundMessage]:
+        """Read `data` and record a bounce or a complaint against each message of `paths`; a
+        machine's report that records nothing (of success or of a delay, or naming no failure
+        we can read) is dropped with a log line: a recipient a report says is still being
+        tried (`Action: delayed`) has not bounced, and may yet receive the message. An
+        auto-reply or a letter records nothing: the messages of `paths` that exist are
+        returned, whose agents it is inbound mail for (none for anything else).
+        MessageNotStored when storage cannot commit or read, so the sender retries."""
         verdict = await trio.to_thread.run_sync(read_returned_mail, data)
+        if isinstance(verdict, AutoReply | Letter):
+            return await self._answered(paths)
         if isinstance(verdict, Complaint):
             await self._record_complaint(paths, verdict, now)
-            return
-        if not isinstance(verdict, Bounce):
-            log.info("returned mail that is no bounce (%s): not recorded", type(verdict).__name__)
-            return
+        elif isinstance(verdict, Bounce):
+            await self._record_bounce(paths, verdict, now)
+        else:
+            log.info("returned report that names no failure: not recorded")
+        return []
+
+    async def _record_bounce(self, paths: list[ReturnPath], verdict: Bounce, now: float) -> None:
+        """Record what a bounce says against each message of `paths` (of the recipient alone
+        that a per-recipient return path names); a recipient still being tried has not
+        bounced."""
         bounced = [
             BouncedRecipient(item.address, item.bounce_type, item.detail)
             for item in verdict.recipients
@@ -91,13 +112,30 @@ class ReturnedMail:
                 "recorded" if matched else "names none of its recipients",
             )
 
+    async def _answered(self, paths: list[ReturnPath]) -> list[OutboundMessage]:
+        """The stored messages `paths` name: those a reply to them answers (an authentic return
+        path of a message no longer stored delivers nowhere)."""
+        answered: list[OutboundMessage] = []
+        for path in paths:
+            message = await self._outbound(path.message_id)
+            if message is None:
+                log.info("reply at the return path of %s, which is gone: dropped", path.message_id)
+            else:
+                answered.append(message)
+        return answered
+
+    async def _outbound(self, message_id: str) -> OutboundMessage | None:
+        """The outbound message `message_id`, None when it is not stored; MessageNotStored
+        when storage cannot say."""
+        try:
+            return await self._gateway.storage.get_outbound(None, message_id)
+        except StorageUnavailable as exc:
+            raise not_stored(exc) from exc
+
     async def _recipient_of(self, path: ReturnPath) -> str | None:
         """The recipient of the outbound message (as the message names it) a per-recipient
         return path was made for; None when there is no such message or it names none."""
-        try:
-            message = await self._gateway.storage.get_outbound(None, path.message_id)
-        except StorageUnavailable as exc:
-            raise not_stored(exc) from exc
+        message = await self._outbound(path.message_id)
         if message is None:
             return None
         for address in [*message.to, *message.cc, *message.bcc]:
@@ -109,10 +147,7 @@ class ReturnedMail:
     async def _sent_to_one(self, message_id: str) -> bool:
         """Whether the outbound message was sent to one recipient only (To, Cc and Bcc), so a
         notice about its returned copy's sole addressee can be about nobody else."""
-        try:
-            message = await self._gateway.storage.get_outbound(None, message_id)
-        except StorageUnavailable as exc:
-            raise not_stored(exc) from exc
+        message = await self._outbound(message_id)
         if message is None:
             return False
         return len({a.lower() for a in [*message.to, *message.cc, *message.bcc]}) == 1

@@ -1,6 +1,7 @@
 """Reading mail that came back to our envelope senders: a bounce (per recipient: status code,
-diagnostic, remote MTA, permanent/transient/undetermined), a complaint, an auto-reply, or
-nothing we know. Pure: bytes in, a verdict out; no I/O, no storage.
+diagnostic, remote MTA, permanent/transient/undetermined), a complaint, an auto-reply, a
+person's letter (no report of any kind), or a report that records nothing. Pure: bytes in, a
+verdict out; no I/O, no storage.
 
 RFC 3464 reports and RFC 5965 complaints are read with the stdlib `email` package (their fields
 carry the codes). Other formats (Exim, qmail, old Postfix and Sendmail, Exchange, Yahoo, …) are
@@ -196,13 +197,22 @@ class AutoReply:
     """The message it answers (its In-Reply-To)."""
 
 
-Verdict = Bounce | Complaint | AutoReply
+@dataclass(frozen=True)
+class Letter:
+    """Mail a person wrote to the envelope sender (their client answered the `Return-Path`):
+    no report of any kind (`multipart/report`, a delivery status or feedback part), not from a
+    mailer daemon, no `X-Failed-Recipients`, no auto-reply, and no failure notice a detector
+    or the text reading recognises. Not a bounce."""
+
+
+Verdict = Bounce | Complaint | AutoReply | Letter
 
 
 def read_returned_mail(raw: bytes) -> Verdict | None:
     """What a message that came back to one of our envelope senders is: a bounce, a complaint,
-    an auto-reply, or None (none of these, a success-only delivery report, or a feedback report
-    that complains of nothing: `not-spam`, `auth-failure`)."""
+    an auto-reply, a letter, or None (a machine's notice that reports nothing to record: a
+    success-only delivery report, a feedback report that complains of nothing — `not-spam`,
+    `auth-failure` — or a report or mailer daemon's notice naming no failed recipient)."""
     message = email.message_from_bytes(within_bounds(raw))
     feedback_part = _find_part(message, {"message/feedback-report"})
     if feedback_part is not None:
@@ -218,12 +228,25 @@ def read_returned_mail(raw: bytes) -> Verdict | None:
     marker = None if status_part or _is_report(message) else _auto_reply_marker(message)
     if marker is not None:
         return AutoReply(marker, _header_message_id(message.get("in-reply-to")))
-    return _non_standard_bounce(message)
+    bounce = _non_standard_bounce(message)
+    if bounce is not None or status_part is not None or _is_machine_notice(message):
+        return bounce
+    return Letter()
 
 
 def _is_report(message: email.message.Message) -> bool:
     """True for a multipart/report (a machine's notice, such as a Sieve rejection)."""
     return message.get_content_type() == "multipart/report"
+
+
+def _is_machine_notice(message: email.message.Message) -> bool:
+    """True for a report, or mail from a mailer daemon or naming failed recipients: a notice
+    about delivery even when no failure in it could be read, never a person's letter."""
+    return bool(
+        _is_report(message)
+        or DAEMON_SENDER.match(_sender(message))
+        or message.get("x-failed-recipients")
+    )
 
 
 def classify(status: str | None, action: str | None = None) -> BounceType:
