@@ -340,3 +340,36 @@ async def account(running: RunningGateway) -> Account:
         timeout=10,
     )
     return Account("owner@example.com", issued.plaintext, http)
+
+
+async def test_a_verify_after_the_records_are_published_asks_dns_again(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """The gateway keeps DNS answers for their TTL, but a verify looks a domain's records up
+    afresh: a user who pressed verify before publishing them (a TXT answer without the token,
+    no MX yet) and publishes them now is verified at the next verify, not an hour later."""
+    zone: dict[str, Any] = {
+        "corp.example": {"TXT": ["v=spf1 -all"], "MX": [(10, MAIL_HOST)]},
+        "late.example": {"A": ["192.0.2.1"]},
+    }
+    port: int = await nursery.start(serve_dns, zone)
+    served = signing_settings(tmp_path, dns={"nameservers": [f"127.0.0.1:{port}"]})
+    running: RunningGateway = await nursery.start(partial(run_gateway, served))
+    alice = await account(running)
+    tokens = {}
+    for domain in ("corp.example", "late.example"):
+        made = await alice.http.post("/v1/domains", json={"domain": domain})
+        tokens[domain] = made.json()["verification_token"]
+
+    early = await alice.http.post("/api/v1/domains/corp.example/verify")
+    assert early.status_code == 412, early.text
+    before = await verify(alice, "late.example")
+    assert (before["verified"], before["mx"]) == (False, "missing")
+
+    zone["corp.example"]["TXT"] = ["v=spf1 -all", tokens["corp.example"]]
+    zone["late.example"].update(TXT=[tokens["late.example"]], MX=[(10, MAIL_HOST)])
+    published = await alice.http.post("/api/v1/domains/corp.example/verify")
+    assert published.status_code == 200 and published.json()["verified"] is True, published.text
+    after = await verify(alice, "late.example")
+    assert (after["verified"], after["mx"]) == (True, "found")
+    await alice.http.aclose()

@@ -49,9 +49,11 @@ class DnsResolver:
     ):
         # Parsed here, so a bad entry fails at once rather than on the first lookup.
         addresses = [nameserver_address(server) for server in nameservers]
+        self._nameservers = nameservers
         self._options = (addresses, timeout, cache_bytes if cache else 0)
         self._built: Resolver | None = None
         self._building = threading.Lock()
+        self._uncached: DnsResolver | None = None
 
     @classmethod
     def from_settings(cls, settings: DnsSettings) -> DnsResolver:
@@ -77,6 +79,16 @@ class DnsResolver:
     def ptr(self, name: str) -> list[str]:
         """PTR targets at `name`."""
         return self._resolver().ptr(name)
+
+    def uncached(self) -> DnsResolver:
+        """This resolver without its cache (the same nameservers and timeout): for look-ups
+        that must answer what DNS says now, not what it said within the last TTL."""
+        _, timeout, cache_bytes = self._options
+        if not cache_bytes:
+            return self
+        if self._uncached is None:
+            self._uncached = DnsResolver(self._nameservers, timeout, cache=False)
+        return self._uncached
 
     def _resolver(self) -> Resolver:
         if self._built is None:
@@ -166,6 +178,13 @@ class FixtureResolver:
                 return list(records)
             key = _key(entry["CNAME"])
         return []
+
+
+def fresh_answers(resolver: Resolver) -> Resolver:
+    """`resolver` asking the nameservers each time rather than its cache of answers (a
+    DnsResolver's `uncached`); any other resolver (a fixture) as it is. For a domain's records
+    being verified: a user publishes them, then verifies at once."""
+    return resolver.uncached() if isinstance(resolver, DnsResolver) else resolver
 
 
 async def lookup_txt(resolver: Resolver, name: str) -> list[str]:

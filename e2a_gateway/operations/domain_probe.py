@@ -3,7 +3,7 @@ now for the records a domain lists besides its ownership TXT — the inbound MX 
 `smtp.hostname` and, when the gateway DKIM-signs, the key record at
 `<selector>._domainkey.<domain>` (and the next key's, while a rotation is under way) — in
 e2a's probe words (`found`, `missing`, `mismatch`, `deferred`). Judging an answer is pure;
-the lookups go through the gateway's resolver in worker threads, each within
+the lookups go through the gateway's resolver, past its cache, in worker threads, each within
 `dns.timeout_seconds`.
 """
 
@@ -18,6 +18,7 @@ import trio
 from e2a_gateway.addresses import a_label_domain
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.mailauth.dns_answers import DnsTemporaryError, MxRecord
+from e2a_gateway.mailauth.resolver import fresh_answers
 
 FOUND = "found"
 """The record is published as the domain's record list names it."""
@@ -73,9 +74,10 @@ def dkim_public_key(record: str) -> str | None:
 
 async def probe_domain(gateway: Gateway, domain: str) -> DomainProbe:
     """Look up `domain`'s MX and, when the gateway signs, its DKIM key record (and the next
-    key's, while a rotation is under way), concurrently."""
+    key's, while a rotation is under way), concurrently, as the nameservers answer now (not
+    the gateway's cache of answers)."""
     outcomes: dict[str, str] = {}
-    resolver = gateway.resolver
+    resolver = fresh_answers(gateway.resolver)
     keys = {"dkim": gateway.dkim_record(domain), "dkim_next": gateway.dkim_next_record(domain)}
 
     async def probe_mx() -> None:

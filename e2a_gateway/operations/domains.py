@@ -15,7 +15,7 @@ from e2a_gateway.addresses import AddressError, a_label_domain, normalise_domain
 from e2a_gateway.clock import utc_now
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.mailauth.dns_answers import DnsTemporaryError
-from e2a_gateway.mailauth.resolver import lookup_txt
+from e2a_gateway.mailauth.resolver import fresh_answers, lookup_txt
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.domain_probe import FOUND, DomainProbe, probe_domain
 from e2a_gateway.operations.errors import (
@@ -199,11 +199,12 @@ def _gateway_name_holding(gateway: Gateway, name: str) -> str | None:
 
 async def _txt_proves_ownership(gateway: Gateway, domain: Domain) -> bool:
     """True when one of the apex TXT records holds the token (with text around it too, as on
-    e2a: the quotes a DNS provider's form kept with the value pasted in, say); in development,
-    absent proof is waived."""
+    e2a: the quotes a DNS provider's form kept with the value pasted in, say), as the
+    nameservers answer now (not the gateway's cache of answers: the record may have been
+    published a moment ago); in development, absent proof is waived."""
     development = not gateway.settings.is_production
     try:
-        records = await lookup_txt(gateway.resolver, domain.domain)
+        records = await lookup_txt(fresh_answers(gateway.resolver), domain.domain)
     except DnsTemporaryError as exc:
         if development:
             log.warning("development mode: %s verified without DNS (%s)", domain.domain, exc)
