@@ -305,6 +305,27 @@ async def test_domain_verified_by_another_user_is_409(make_account: Any) -> None
     )
 
 
+async def test_refusals_say_whose_registration_is_in_the_way(make_account: Any) -> None:
+    """Registering a domain one holds already says so, not "by you, or by another user"; and
+    an agent asked for on a domain another account verified (after the caller registered it)
+    is refused saying the caller's registration can never be verified, rather than asking
+    them to verify it (which would then be 409)."""
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+    await alice.http.post("/api/v1/domains", json={"domain": "held.example"})
+    again = await alice.http.post("/api/v1/domains", json={"domain": "Held.Example."})
+    message = assert_error(again, 409, "domain_exists")["message"]
+    assert "you have registered held.example already" in message and "another" not in message
+
+    await bob.http.post("/api/v1/domains", json={"domain": "held.example"})
+    assert (await alice.http.post("/api/v1/domains/held.example/verify")).status_code == 200
+    for api, mode in (("/api/v1", {"agent_mode": "local"}), ("/v1", {})):
+        refused = await bob.http.post(f"{api}/agents", json={"email": "x@held.example", **mode})
+        assert refused.status_code == 400, refused.text
+        message = refused.json()["error"]["message"]
+        assert "verified by another account" in message and "delete" in message, message
+
+
 async def test_signing_secrets(make_account: Any) -> None:
     alice: Account = await make_account("alice@example.com")
     (default,) = (await alice.http.get("/api/v1/users/me/signing-secrets")).json()["secrets"]

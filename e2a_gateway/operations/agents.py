@@ -332,6 +332,12 @@ async def _address_for(gateway: Gateway, caller: Caller, request: CreateAgent) -
     owned = await gateway.storage.get_domain(caller.user_id, domain)
     if owned is None:
         raise _unheld_domain(domain)
+    if not owned.verified and await gateway.storage.is_served_domain(domain):
+        raise Invalid(
+            "domain_not_verified",
+            f"{domain} is verified by another account: your registration of it can never be "
+            f"verified; delete it (DELETE /v1/domains/{domain}?confirm=DELETE)",
+        )
     if not owned.verified:
         raise Invalid(
             "domain_not_verified",

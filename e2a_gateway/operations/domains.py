@@ -92,12 +92,14 @@ async def register_domain(
     try:
         await gateway.storage.add_domain(domain)
     except AlreadyExists:
-        kept = await gateway.storage.get_domain(caller.user_id, name) if again_is_kept else None
-        if kept is not None and (kept.verified or not await gateway.storage.is_served_domain(name)):
+        kept = await gateway.storage.get_domain(caller.user_id, name)
+        taken = kept is None or (not kept.verified and await gateway.storage.is_served_domain(name))
+        if taken:
+            raise Conflict("domain_exists", f"{name} is verified by another user") from None
+        if again_is_kept and kept is not None:
             return kept
         raise Conflict(
-            "domain_exists",
-            f"{name} is already registered (by you, or verified by another user)",
+            "domain_exists", f"you have registered {name} already (GET /domains lists it)"
         ) from None
     return domain
 
