@@ -186,11 +186,11 @@ def normalise_recipient(address: str) -> str:
     `normalise_address` gives it when its local part is ASCII, and a local part beyond ASCII
     (RFC 6531) as it is given, case kept, once checked (`_check_utf8_local`). The domain is
     always lowercase A-labels, which the relay looks it up by, and each label beyond ASCII must
-    be a valid IDNA U-label (`_check_u_labels`). Raises AddressError saying why otherwise."""
+    be a valid IDNA U-label (`check_u_labels`). Raises AddressError saying why otherwise."""
     local, sep, domain = address.strip().rpartition("@")
     if not sep:
         raise AddressError(f"{_shown(address)} is not a valid email address")
-    _check_u_labels(address, domain)
+    check_u_labels(address, domain)
     if local.isascii():
         return normalise_address(address)
     _check_utf8_local(address, local)
@@ -235,7 +235,7 @@ def _check_utf8_local(address: str, local: str) -> None:
         raise AddressError(f"{_shown(address)} is not a valid email address")
 
 
-def _check_u_labels(address: str, domain: str) -> None:
+def check_u_labels(address: str, domain: str) -> None:
     """AddressError unless every label of `domain` beyond ASCII, lowercased and in NFC, is a
     valid IDNA 2008 U-label, as the `idna` package judges it (RFC 5891 section 4.2: code
     points, hyphens, an initial combining mark, contextual and bidi rules). Labels in ASCII are

@@ -270,6 +270,24 @@ async def test_bad_domains(make_account: Any, body: dict[str, Any], status: int,
     assert_error(await alice.http.post("/api/v1/domains", json=body), status, code)
 
 
+async def test_a_domain_no_valid_idna_name_is_refused(make_account: Any) -> None:
+    """A name whose label beyond ASCII is no valid IDNA U-label (an emoji, full-width letters,
+    which browsers and mail programs map to plain `corp`, a lone joiner) is refused as e2a
+    refuses it for a recipient, rather than registered under an A-label no mail program
+    would send to (`xn--oi7cyadh.example` for full-width `corp.example`); valid ones are taken."""
+    alice: Account = await make_account("alice@example.com")
+    for api in ("/api/v1", "/v1"):
+        for name in ("\U0001f600.example", "\uff43\uff4f\uff52\uff50.example", "\u200d.example"):
+            refused = await alice.http.post(f"{api}/domains", json={"domain": name})
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"]["code"] == "invalid_domain", refused.text
+            assert "IDNA" in refused.json()["error"]["message"]
+    made = await alice.http.post("/v1/domains", json={"domain": "Straße.example"})
+    assert made.status_code == 201 and made.json()["domain"] == "xn--strae-oqa.example", made.text
+    listed = (await alice.http.get("/api/v1/domains")).json()["domains"]
+    assert [domain["domain"] for domain in listed] == ["xn--strae-oqa.example"]
+
+
 async def test_a_long_unicode_domain_is_refused_at_once(make_account: Any) -> None:
     """A name with a label of thousands of distinct non-ASCII characters (no valid label is
     over 63) is refused without first being encoded as Punycode, whose cost grows with the

@@ -11,7 +11,12 @@ import logging
 import secrets
 from urllib.parse import urlsplit
 
-from e2a_gateway.addresses import AddressError, a_label_domain, normalise_domain
+from e2a_gateway.addresses import (
+    AddressError,
+    a_label_domain,
+    check_u_labels,
+    normalise_domain,
+)
 from e2a_gateway.clock import utc_now
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.mailauth.dns_answers import DnsTemporaryError
@@ -56,13 +61,16 @@ async def list_domains(gateway: Gateway, caller: Caller) -> list[Domain]:
 async def register_domain(
     gateway: Gateway, caller: Caller, raw_name: str, *, again_is_kept: bool = False
 ) -> Domain:
-    """Register a domain for the caller, with the TXT token that will prove ownership.
+    """Register a domain for the caller, with the TXT token that will prove ownership: a name
+    whose labels beyond ASCII are valid IDNA U-labels (as a recipient's must be), none of the
+    gateway's own.
     `again_is_kept`: registering one the caller has already answers it as it stands (same
     token), as e2a's registerDomain does, instead of Conflict; but not once another user
     holds it verified (the caller's registration can then never be verified: Conflict)."""
     caller.require_account("manage domains")
     try:
         name = normalise_domain(raw_name)
+        check_u_labels(raw_name, raw_name.strip())  # as a recipient's domain is checked
     except AddressError as exc:
         raise Invalid("invalid_domain", str(exc)) from None
     if gateway.is_shared_domain(name):
