@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 import socket
 import tomllib
 import typing
@@ -172,6 +173,59 @@ def _nameserver_port(server: str, text: str) -> int:
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise ValueError(f"nameserver {server!r}: the port must be a number from 1 to 65535")
     return int(text)
+
+
+def relay_host(value: str) -> str:
+    """`outbound_smtp.host` checked: a host name or IP address (an IPv6 one may come in
+    brackets, which are dropped), or empty for no relay; raise ValueError saying what to write
+    when it holds a scheme, a port or anything else that names no host."""
+    host = value.strip()
+    scheme, sep, rest = host.partition("://")
+    if sep:
+        authority = rest.split("/")[0].rpartition("@")[2]  # never a user name or password
+        bare = authority.rpartition(":")[0] or authority
+        raise ValueError(
+            f'write the host alone, host = "{bare}", without {scheme}:// — the port goes in '
+            "outbound_smtp.port and the kind of TLS in outbound_smtp.tls"
+        )
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return host
+    name, colon, port = host.rpartition(":")
+    if colon and name and port.isascii() and port.isdigit():
+        raise ValueError(f'write host = "{name.strip("[]")}" and port = {port} apart')
+    if any(character.isspace() or character in "/@:[]" for character in host):
+        raise ValueError("expected the relay's host name or IP address, such as smtp.example.com")
+    return host
+
+
+DKIM_SELECTOR_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+"""One label of a DKIM selector (RFC 6376 section 3.1: a sub-domain; the underscore is taken
+too, as DNS takes it)."""
+
+
+def dkim_selector(value: str) -> str:
+    """A DKIM selector checked: ASCII labels of letters, digits and hyphens between dots, as
+    the `s=` tag carries it and `<selector>._domainkey.<domain>` looks it up; raise
+    ValueError saying what to write otherwise (the record's whole name written for it, say)."""
+    labels = value.strip().split(".")
+    if "_domainkey" in (label.lower() for label in labels):
+        first = labels[0] if labels[0].lower() != "_domainkey" else "s1"
+        raise ValueError(
+            f'write the selector alone, such as selector = "{first}": the gateway looks its '
+            "record up at <selector>._domainkey.<domain> itself"
+        )
+    if not all(DKIM_SELECTOR_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(
+            "a selector is ASCII letters, digits and hyphens, with dots between parts, such as "
+            "s1 or e2a202607"
+        )
+    return value.strip()
 
 
 def proxy_networks(entries: list[str]) -> list[IpNetwork]:
@@ -445,6 +499,14 @@ class OutboundSmtpSettings(Section):
     connection_idle_seconds: float = Field(default=5.0, ge=0, le=300)
     messages_per_connection: int = Field(default=100, ge=1, le=100_000)
 
+    @field_validator("host")
+    @classmethod
+    def _host_alone(cls, value: str | None) -> str | None:
+        """The relay's host name or IP address alone: a port or a scheme written into it
+        would pass start-up and then defer every message for a day on a name that never
+        resolves."""
+        return relay_host(value) if value is not None else None
+
     @field_validator("from_domain")
     @classmethod
     def _normalise_from_domain(cls, value: str | None) -> str | None:
@@ -464,6 +526,11 @@ class DkimSettings(Section):
     private_key_path: OptionalPath = None
     next_selector: str | None = None
     next_private_key_path: OptionalPath = None
+
+    @field_validator("selector", "next_selector")
+    @classmethod
+    def _check_selector(cls, value: str | None) -> str | None:
+        return dkim_selector(value) if value else value
 
 
 class WebhookSettings(Section):

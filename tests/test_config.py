@@ -640,3 +640,33 @@ def test_a_secret_file_is_read_once_when_the_settings_are_made(tmp_path: Path) -
     settings.outbound_smtp.timeout_seconds = 30
     assert settings.outbound_smtp.password == "first"
     assert settings.outbound_smtp.timeout_seconds == 30
+
+
+@pytest.mark.parametrize(
+    ("written", "host"),
+    [
+        ("smtp.example.com", "smtp.example.com"),
+        ("192.0.2.10", "192.0.2.10"),
+        ("2001:db8::25", "2001:db8::25"),
+        ("[2001:db8::25]", "2001:db8::25"),
+        ("", ""),
+    ],
+)
+def test_a_relay_host_name_or_address_is_taken(written: str, host: str) -> None:
+    settings = load_settings(None, environ={"E2A_OUTBOUND_SMTP_HOST": written})
+    assert settings.outbound_smtp.host == host
+
+
+def test_a_relay_written_as_a_url_is_refused_without_its_password() -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(
+            None, environ={"E2A_OUTBOUND_SMTP_HOST": "smtp://relay:hunter2@smtp.example.com/"}
+        )
+    assert 'host = "smtp.example.com"' in str(refused.value)
+    assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize("selector", ["s1", "e2a202607", "google", "k1.mail", "key_2024"])
+def test_a_dkim_selector_is_taken_as_written(selector: str) -> None:
+    settings = load_settings(None, environ={"E2A_DKIM_SELECTOR": selector})
+    assert settings.dkim.selector == selector

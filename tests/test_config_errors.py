@@ -310,6 +310,42 @@ CASES: list[tuple[str, str, dict[str, str], tuple[str, ...]]] = [
         ("database.url", "names no file", "sqlite:///path/to/e2a.db"),
     ),
     (
+        "relay host with its port",
+        '[outbound_smtp]\nhost = "smtp.example.com:587"\n',
+        {},
+        ("outbound_smtp.host", 'host = "smtp.example.com"', "port = 587"),
+    ),
+    (
+        "relay host as a URL",
+        '[outbound_smtp]\nhost = "smtps://smtp.example.com"\n',
+        {},
+        ("outbound_smtp.host", 'host = "smtp.example.com"', "outbound_smtp.tls"),
+    ),
+    (
+        "dkim selector not ascii",
+        '[dkim]\nselector = "sélecteur"\nprivate_key_path = "dkim.pem"\n',
+        {},
+        ("dkim.selector", "letters, digits", "E2A_DKIM_SELECTOR"),
+    ),
+    (
+        "dkim selector with a space",
+        '[dkim]\nselector = "s 1"\nprivate_key_path = "dkim.pem"\n',
+        {},
+        ("dkim.selector", "letters, digits"),
+    ),
+    (
+        "dkim selector as its record's name",
+        '[dkim]\nselector = "s1._domainkey.example.com"\nprivate_key_path = "dkim.pem"\n',
+        {},
+        ("dkim.selector", 'selector = "s1"', "_domainkey"),
+    ),
+    (
+        "next dkim selector not ascii",
+        '[dkim]\nnext_selector = "prochaîne"\n',
+        {},
+        ("dkim.next_selector", "letters, digits"),
+    ),
+    (
         "variable: string for an int",
         "",
         {"E2A_SMTP_MAX_RECIPIENTS": "lots"},
