@@ -15,6 +15,10 @@ def redacted_url(url: str) -> str:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return url.split("://")[0] + "://…"
+    if "@" not in parts.netloc and "@" in url.partition("://")[2]:
+        # A `/`, `?` or `#` typed into the password ended the host part before its `@`: the
+        # password's head reads as `user:port`, its tail as the path, query or fragment.
+        return f"{parts.scheme}://…"
     user = f"{parts.username}@" if parts.username else ""
     if ":" in host:
         host = f"[{host}]"

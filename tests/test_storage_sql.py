@@ -60,6 +60,25 @@ def test_a_database_url_is_shown_as_given_but_for_its_password(url: str, shown: 
     assert redacted_url(url) == shown
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://e2a:2024/Spring@db.internal:5432/mail",
+        "postgresql://e2a:2024?Spring@db.internal/mail",
+        "postgresql://e2a:2024#Spring@db.internal/mail",
+        "postgres://e2a:2024/Spring@db.internal/mail?sslmode=require",
+    ],
+)
+def test_a_password_with_a_character_left_unencoded_is_never_shown(url: str) -> None:
+    """A password holding `/`, `?` or `#` as typed (not percent-encoded) ends the URL's host
+    part early: what stands before it reads as `user:port`, the rest as the path, and every
+    part of the password would be shown."""
+    shown = redacted_url(url)
+    assert "2024" not in shown
+    assert "Spring" not in shown
+    assert shown.startswith(url.split("://")[0] + "://")
+
+
 def test_the_protocol_types_name_the_vocabulary_words() -> None:
     assert get_args(base.OutboundStatus) == vocabulary.OUTBOUND_STATUSES
     assert set(vocabulary.OUTBOUND_STATUSES) > vocabulary.TERMINAL_STATUSES
