@@ -346,6 +346,12 @@ CASES: list[tuple[str, str, dict[str, str], tuple[str, ...]]] = [
         ("dkim.next_selector", "letters, digits"),
     ),
     (
+        "database password with a bare percent sign",
+        '[database]\nurl = "postgresql://e2a:hunter2%zz@127.0.0.1:1/e2a"\n',
+        {},
+        ("database.url", "not a valid PostgreSQL URL", "%25"),
+    ),
+    (
         "variable: string for an int",
         "",
         {"E2A_SMTP_MAX_RECIPIENTS": "lots"},

@@ -137,6 +137,24 @@ _CONNECT_HINTS = (
 )
 
 
+_QUOTED = re.compile(r'"([^"]*)"')
+
+
+def url_parse_problem(url: str, exc: Exception) -> str:
+    """libpq's reason for refusing to parse `url`, on one line, with every quoted token taken
+    from the URL's user name and password shown as `"…"` (libpq quotes the token it could not
+    decode, which may be the password); a bad percent sign says how to write one."""
+    text = " ".join(str(exc).split())
+    credentials = url.partition("://")[2].rpartition("@")[0]
+    if credentials:
+        text = _QUOTED.sub(
+            lambda quoted: '"…"' if quoted[1] and quoted[1] in credentials else quoted[0], text
+        )
+    if "percent-encoded" in text:
+        text += "; a % in the user name or password is written %25 (and @ %40, / %2F, : %3A)"
+    return text
+
+
 def connect_error_message(display_url: str, exc: Exception, key: str = "database.url") -> str:
     """A message for an operator: which setting (`key`) and URL, what failed, what to do."""
     text = str(exc)
@@ -357,8 +375,9 @@ class PostgresStorage(SqlStorage):
                 psycopg.conninfo.conninfo_to_dict(value)
             except psycopg.ProgrammingError as exc:
                 raise StorageUnavailable(
-                    f"{key}: {redacted_url(value)} is not a valid PostgreSQL URL ({exc}) — "
-                    "use postgresql://user:password@host:5432/dbname"
+                    f"{key}: {redacted_url(value)} is not a valid PostgreSQL URL "
+                    f"({url_parse_problem(value, exc)}) — use "
+                    "postgresql://user:password@host:5432/dbname"
                 ) from exc
         return cls(
             url,
