@@ -320,6 +320,15 @@ class SmtpSettings(ListenSection):
                 f"{value!r} is not a host name — set the name of this MX host, such as "
                 "mx.example.com"
             )
+        if any(character in plain for character in ":/@[]"):
+            # It names the host in every reply and in addresses (postmaster@, approval
+            # replies): a scheme or a port there makes addresses no mail can reach.
+            name = plain.partition("://")[2] or plain
+            name = name.split("/")[0].rpartition("@")[2].partition(":")[0].strip("[]") or "mx"
+            raise ValueError(
+                f'write the host name alone, hostname = "{name}" — the port the gateway '
+                "listens on goes in smtp.listen"
+            )
         return plain
 
 
@@ -376,6 +385,7 @@ class HttpSettings(ListenSection):
     @field_validator("public_url")
     @classmethod
     def _check_public_url(cls, value: str) -> str:
+        value = value.strip()
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         web_origin(value, path_allowed=True)

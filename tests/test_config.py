@@ -670,3 +670,10 @@ def test_a_relay_written_as_a_url_is_refused_without_its_password() -> None:
 def test_a_dkim_selector_is_taken_as_written(selector: str) -> None:
     settings = load_settings(None, environ={"E2A_DKIM_SELECTOR": selector})
     assert settings.dkim.selector == selector
+
+
+def test_blanks_around_the_public_url_are_dropped() -> None:
+    """A variable read from an env file may keep a blank at its end; the links the gateway
+    mails and shows are the URL without it."""
+    settings = load_settings(None, environ={"E2A_HTTP_PUBLIC_URL": " https://mail.example.com/ "})
+    assert settings.http.public_url == "https://mail.example.com"

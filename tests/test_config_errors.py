@@ -352,6 +352,18 @@ CASES: list[tuple[str, str, dict[str, str], tuple[str, ...]]] = [
         ("database.url", "not a valid PostgreSQL URL", "%25"),
     ),
     (
+        "smtp host name with a port",
+        '[smtp]\nhostname = "mx.agents.test:25"\n',
+        {},
+        ("smtp.hostname", 'hostname = "mx.agents.test"', "smtp.listen"),
+    ),
+    (
+        "smtp host name as a URL",
+        '[smtp]\nhostname = "smtp://mx.agents.test"\n',
+        {},
+        ("smtp.hostname", 'hostname = "mx.agents.test"'),
+    ),
+    (
         "variable: string for an int",
         "",
         {"E2A_SMTP_MAX_RECIPIENTS": "lots"},
