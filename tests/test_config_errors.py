@@ -364,6 +364,12 @@ CASES: list[tuple[str, str, dict[str, str], tuple[str, ...]]] = [
         ("smtp.hostname", 'hostname = "mx.agents.test"'),
     ),
     (
+        "dkim key file missing",
+        '[dkim]\nselector = "e2a"\nprivate_key_path = "no-such-dkim.pem"\n',
+        {},
+        ("dkim.private_key_path", "no-such-dkim.pem", "No such file", "openssl genrsa"),
+    ),
+    (
         "variable: string for an int",
         "",
         {"E2A_SMTP_MAX_RECIPIENTS": "lots"},

@@ -113,7 +113,9 @@ class DkimSigner:
             self._key = private_key_path.read_bytes()
         except OSError as exc:
             raise DkimKeyError(
-                f"{setting}: cannot read {private_key_path}: {exc.strerror or exc}"
+                f"{setting}: cannot read {private_key_path}: {exc.strerror or exc} — give the "
+                "path of an RSA private key in PEM that the gateway's user may read "
+                "(`openssl genrsa -out dkim.pem 2048` makes one)"
             ) from None
         self._selector = selector.encode("ascii")
         self.selector = selector
