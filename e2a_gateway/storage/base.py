@@ -1321,7 +1321,8 @@ class Mailboxes(Protocol):
 
         The referenced conversation is that of the first Message-ID in `rfc_message_ids` (in
         the given order) naming a message the agent sent or received (None when that message
-        has none, or no id names one). A `claim` is taken when it names no conversation of the
+        has none, or no id names one); of several under one id, the one it sent, else the
+        newest. A `claim` is taken when it names no conversation of the
         agent yet, one that already holds mail from or to the same sender (the agent wrote to
         it there), or the referenced one;
         otherwise — another tenant naming this agent's conversation — the referenced one is."""

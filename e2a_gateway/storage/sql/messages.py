@@ -228,17 +228,22 @@ def _referenced_conversation(
     tx: Transaction, user_id: str, agent_email: str, rfc_message_ids: list[str]
 ) -> str | None:
     """The conversation of the first of `rfc_message_ids` naming a message of the agent: by
-    its Message-ID, else — an id before the first one that does — as `<relay id@any domain>`,
-    mail the agent sent that the relay took under that id (`_relay_named`)."""
+    its Message-ID (the message the agent sent under it, else its newest received under it),
+    else — an id before the first one that does — as `<relay id@any domain>`, mail the agent
+    sent that the relay took under that id (`_relay_named`).
+
+    Mail the agent sent wins over received mail of the same Message-ID: that is a copy of it
+    coming back (a mailing list the agent posts to sends the post to its members, the agent
+    too), or a forgery, and neither may take the replies to the agent's mail elsewhere."""
     if not rfc_message_ids:
         return None
     named, named_params = _named_by(tx, user_id, agent_email, rfc_message_ids)
     rows = tx.all(
-        "SELECT m.seq, m.rfc_message_id, m.conversation_id FROM messages_with_content m "
-        f"WHERE {named}",
+        f"SELECT m.direction = '{OUTBOUND}', m.seq, m.rfc_message_id, m.conversation_id "
+        f"FROM messages_with_content m WHERE {named}",
         named_params,
     )
-    found = [row[1:] for row in newest_first(rows)]
+    found = [row[2:] for row in sorted(rows, key=lambda row: (bool(row[0]), row[1]), reverse=True)]
     matched = {row[0] for row in found}
     unmatched = list(itertools.takewhile(lambda rfc_id: rfc_id not in matched, rfc_message_ids))
     found += _relay_named(tx, user_id, agent_email, unmatched)
