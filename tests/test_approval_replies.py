@@ -64,11 +64,13 @@ def resolver() -> FixtureResolver:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, relay_port: int) -> Settings:
+def settings(tmp_path: Path, relay_port: int, request: pytest.FixtureRequest) -> Settings:
     """Relaying through the sink; served over plain HTTP, so the dashboard's session cookie
-    is not Secure and the test's browser sends it."""
+    is not Secure and the test's browser sends it. `smtp.hostname` is `mx.agents.test`, or
+    the test's indirect parameter."""
     return make_settings(
         tmp_path,
+        smtp={"listen": "127.0.0.1:0", "hostname": getattr(request, "param", "mx.agents.test")},
         http={"listen": "127.0.0.1:0", "public_url": "http://e2a.example"},
         outbound_smtp={
             "host": "127.0.0.1",
@@ -183,6 +185,25 @@ async def test_the_notice_names_a_reply_address_and_its_token_is_stored_hashed(
     [(token_hash, message_id, reviewer, notice_id)] = rows
     assert token not in token_hash and len(token_hash) == 64
     assert (message_id, reviewer, notice_id) == (message.id, OWNER, notice["Message-ID"])
+
+
+@pytest.mark.parametrize("settings", ["localhost"], indirect=True)
+async def test_a_gateway_named_without_a_dot_mails_the_notice_with_its_links_and_no_reply_address(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    """`smtp.hostname` defaults to the machine's name, often one label (`localhost`, `vm`):
+    no reply could reach `approvals+…@localhost`, but the magic links work all the same."""
+    message = await add_pending(running.gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    text = notice.get_content()
+    assert notice["Reply-To"] is None
+    assert "reply to this email" not in text
+    assert "http://e2a.example/api/v1/approve?token=" in text
+    assert "http://e2a.example/api/v1/reject?token=" in text
+    tokens = query(
+        running.gateway.settings.database.url, "SELECT count(*) FROM approval_reply_tokens", ()
+    )
+    assert [tuple(found) for found in tokens] == [(0,)]
 
 
 async def test_approve_by_reply(

@@ -557,20 +557,23 @@ class ApprovalWorker:
         self, message: OutboundMessage, owner: User, agent: Agent | None, now: float
     ) -> Notice | None:
         """The notice for `message` to `owner`, its reply token stored; None (logged) when it
-        cannot be written."""
+        cannot be written. A gateway whose `smtp.hostname` is one label (the machine's name
+        by default: `localhost`, `vm`) has no address a reply could reach: its notice offers
+        the magic links alone."""
         storage = self._gateway.storage
         key = link_key(self._gateway.server_key)
         settings = self._gateway.settings
-        token = generate_reply_token()
-        reply_to = reply_address(token.plaintext, settings.smtp.hostname)
+        token = generate_reply_token() if "." in settings.smtp.hostname else None
+        reply_to = reply_address(token.plaintext, settings.smtp.hostname) if token else None
         try:
             notice = build_notice(settings, message, owner, agent, key, now, reply_to)
         except InvalidDraft as exc:
             log.warning("approval notice for %s not sent: %s", message.id, exc)
             return None
-        await storage.add_reply_token(
-            ReplyToken(token.token_hash, message.id, owner.email, notice.message_id, now)
-        )
+        if token is not None:
+            await storage.add_reply_token(
+                ReplyToken(token.token_hash, message.id, owner.email, notice.message_id, now)
+            )
         return notice
 
     async def _retry_later(
