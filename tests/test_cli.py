@@ -556,6 +556,26 @@ def test_a_database_path_under_a_tilde_says_to_write_it_whole(
     assert "~ is not the home folder here: write the whole path" in said, said
 
 
+def test_a_relative_database_path_in_a_missing_folder_says_how_to_write_an_absolute_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sqlite:///var/lib/e2a/e2a.db` names `var/lib/e2a/e2a.db` under the working folder (the
+    third slash only ends the empty host): the refusal says an absolute path takes four."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("E2A_"):
+            monkeypatch.delenv(name)
+    meant = tmp_path / "data" / "e2a.db"
+    meant.parent.mkdir()
+    relative = str(meant).lstrip("/")
+    monkeypatch.setenv("E2A_DATABASE_URL", f"sqlite:///{relative}")
+    assert main(["migrate"]) == 1
+    said = capsys.readouterr().err
+    assert f"directory {tmp_path / relative.rpartition('/')[0]} does not exist" in said, said
+    assert f"for the absolute path write sqlite:////{relative}" in said, said
+    assert not meant.exists()
+
+
 def test_usage_errors_exit_2() -> None:
     with pytest.raises(SystemExit) as caught:
         main(["bootstrap"])

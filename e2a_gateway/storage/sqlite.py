@@ -174,6 +174,17 @@ def disk_refused(error: sqlite3.Error) -> bool:
     return code & 0xFF in DISK_FAILURE_CODES
 
 
+def _absolute_hint(path: str) -> str:
+    """For a relative `path` whose folder exists from the root (`sqlite:///var/lib/e2a/e2a.db`,
+    meant as /var/lib/e2a): how to write the absolute path; else nothing."""
+    if Path(path).is_absolute() or not Path("/", path).parent.is_dir():
+        return ""
+    return (
+        f" (sqlite:///{path} is relative to the working folder; for the absolute path write "
+        f"sqlite:////{path})"
+    )
+
+
 def _disk_failure(path: str, failure: StorageUnavailable) -> str:
     """What to say when the disk of the database at `path` took no more."""
     folder = Path(path).resolve().parent
@@ -326,7 +337,7 @@ class SqliteStorage(SqlStorage):
             if not parent.is_dir():
                 raise StorageUnavailable(
                     f"database.url: cannot open sqlite:///{path}: directory {parent} does not "
-                    "exist — create it or point database.url elsewhere"
+                    f"exist — create it or point database.url elsewhere{_absolute_hint(path)}"
                 )
         try:
             if path != ":memory:":
