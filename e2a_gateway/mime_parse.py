@@ -23,6 +23,10 @@ _PARSER_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)?")
 """A line as the stdlib's parser cuts the text: up to CRLF, a CR alone or LF, inclusive."""
 _PARSER_HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
 """A line the stdlib's parser reads as part of the header section (its `headerRE`)."""
+_TOKEN = r"[!#$%&'*+.^_`|~0-9a-z-]+"
+_MEDIA_TYPE = re.compile(f"{_TOKEN}/{_TOKEN}")
+"""A media type as RFC 2045 writes one (two tokens), lowercase as the stdlib reads it."""
+_OPAQUE_TYPE = "application/octet-stream"
 
 
 def parse_message(raw: bytes) -> EmailMessage:
@@ -58,6 +62,15 @@ def _header_end(text: str) -> tuple[int, int]:
             return position, line.end() if empty else position
         position = line.end()
     return position, position
+
+
+def media_type(part: MIMEPart) -> str:
+    """The `type/subtype` of `part` as the stdlib reads it (lowercase; text/plain when its
+    Content-Type is missing or names no subtype), or application/octet-stream when that is
+    not a media type (RFC 2045): a control character, a space, a quote or a byte beyond ASCII
+    in it, which no listing should show and no download can carry in its Content-Type."""
+    found = part.get_content_type()
+    return found if _MEDIA_TYPE.fullmatch(found) else _OPAQUE_TYPE
 
 
 def _part_text(part: MIMEPart) -> str | None:

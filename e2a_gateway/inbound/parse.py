@@ -20,7 +20,7 @@ from e2a_gateway.addresses import lowercase_address
 from e2a_gateway.attachments import Attachment
 from e2a_gateway.charsets import field_text, part_filename
 from e2a_gateway.email_policies import READING
-from e2a_gateway.mime_parse import message_bodies, parse_message
+from e2a_gateway.mime_parse import media_type, message_bodies, parse_message
 from e2a_gateway.rfc5322 import HeaderFields, field_addresses, header_text
 
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
@@ -204,7 +204,7 @@ def _attachment(part: EmailMessage, data: bytes) -> Attachment:
     content_id = part.get("Content-ID")
     return Attachment(
         filename=filename,
-        content_type=part.get_content_type(),
+        content_type=media_type(part),
         size=len(data),
         content_id=str(content_id).strip() if content_id else None,
     )

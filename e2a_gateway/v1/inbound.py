@@ -23,7 +23,7 @@ from email.parser import HeaderParser
 from typing import Any
 
 from e2a_gateway.charsets import field_text, part_filename
-from e2a_gateway.mime_parse import message_bodies, parse_message
+from e2a_gateway.mime_parse import media_type, message_bodies, parse_message
 from e2a_gateway.rfc5322 import HeaderFields, header_text
 from e2a_gateway.v1.errors import UnverifiedEmailError
 from e2a_gateway.v1.models import Trust
@@ -114,7 +114,7 @@ class ParsedBody:
 def _as_attachment(part: EmailMessage) -> Attachment:
     payload = part.get_payload(decode=True)
     data = payload if isinstance(payload, bytes) else b""
-    return Attachment(part_filename(part) or "unnamed", part.get_content_type(), data)
+    return Attachment(part_filename(part) or "unnamed", media_type(part), data)
 
 
 def parse_raw_email(raw: bytes) -> ParsedBody:
