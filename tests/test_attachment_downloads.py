@@ -5,7 +5,9 @@ browser render the bytes as a page of the gateway's origin."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -86,3 +88,52 @@ async def test_a_page_or_image_a_sender_attaches_is_a_download_never_rendered(
     assert download.headers["content-disposition"] == 'attachment; filename="x.svg"'
     assert download.headers["x-content-type-options"] == "nosniff"
     assert download.content == page
+
+
+def disposition_name(value: str) -> str:
+    """The file name a browser takes from a Content-Disposition value (RFC 6266): `filename*`
+    (UTF-8, percent-encoded) when given, else the quoted `filename`; the value must be nothing
+    but those."""
+    if value == "attachment":
+        return ""
+    found = DISPOSITION.fullmatch(value)
+    assert found is not None, value
+    if found["extended"] is not None:
+        return unquote(found["extended"], errors="strict")
+    return found["plain"].replace('\\"', '"').replace("\\\\", "\\")
+
+
+DISPOSITION = re.compile(
+    r'attachment; filename="(?P<plain>(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"'
+    r"(?:; filename\*=UTF-8''(?P<extended>[A-Za-z0-9%!#$&+.^_`|~-]+))?"
+)
+"""Content-Disposition as e2a writes it: a quoted printable ASCII `filename`, and the name in
+`filename*` when that is not it."""
+
+
+@pytest.mark.parametrize(
+    ("disposition", "listed"),
+    [
+        (b"attachment; filename*=utf-8''%E2%82%AC%20r%C3%A9sum%C3%A9.pdf", "€ résumé.pdf"),
+        (b"attachment; filename*=utf-8''a%0D%0ASet-Cookie%3A%20x%3D1.txt", "aSet-Cookie: x=1.txt"),
+        (b"attachment; filename*=utf-8''a%00b.txt", "ab.txt"),
+        (b'attachment; filename="../../etc/passwd"', "passwd"),
+        (b'attachment; filename="..\\\\..\\\\boot.ini"', "boot.ini"),
+        (b'attachment; filename="..."', "..."),
+        (b'attachment; filename="a\\"b.txt"', 'a"b.txt'),
+        (b"attachment; filename*=utf-8''%E2%80%8B", "\u200b"),
+        (b'attachment; filename="100%25 done.txt"', "100%25 done.txt"),
+        (b"attachment; filename*=iso-8859-1''caf%E9.txt", "café.txt"),
+        (b'attachment; filename="' + b"x" * 300 + b'.pdf"', "x" * 251 + ".pdf"),
+    ],
+)
+async def test_a_received_file_name_is_served_as_listed_in_a_well_formed_header(
+    running: RunningGateway, make_account: Any, disposition: bytes, listed: str
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    head = b"Content-Type: application/octet-stream\r\nContent-Disposition: " + disposition
+    meta, download = await received_attachment(running, alice, mail_with_part(head))
+    assert meta["filename"] == listed
+    assert download.status_code == 200
+    served = download.headers["content-disposition"]
+    assert disposition_name(served) == "".join(ch for ch in listed if ch.isprintable())

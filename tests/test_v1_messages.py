@@ -623,7 +623,12 @@ async def test_get_conversation_pages_its_messages_when_asked(
     [
         ("big.bin", 'attachment; filename="big.bin"'),
         (None, "attachment"),
-        ('née "q".txt', "attachment; filename=\"n_e q.txt\"; filename*=UTF-8''n%C3%A9e%20q.txt"),
+        (
+            'née "q".txt',
+            "attachment; filename=\"n_e _q_.txt\"; filename*=UTF-8''n%C3%A9e%20%22q%22.txt",
+        ),
+        ('a "b".txt', "attachment; filename=\"a _b_.txt\"; filename*=UTF-8''a%20%22b%22.txt"),
+        ("\u200b", "attachment"),
         ("a\r\nb.txt", 'attachment; filename="ab.txt"'),
     ],
 )

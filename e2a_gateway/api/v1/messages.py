@@ -456,11 +456,12 @@ def _read_download_token(gateway: Gateway, token: str) -> dict[str, Any]:
 
 def _disposition(meta: Attachment) -> str:
     """`attachment` with the file's name: an ASCII stand-in in `filename` (a header's value is
-    Latin-1), and the name itself, UTF-8 and percent-encoded, in `filename*` (RFC 6266)."""
-    if not meta.filename:
+    Latin-1, and a quote or backslash there is read differently by each browser), and the name
+    itself, UTF-8 and percent-encoded, in `filename*` (RFC 6266) when it is not that."""
+    name = "".join(ch for ch in meta.filename or "" if ch.isprintable())
+    if not name:
         return "attachment"
-    name = "".join(ch for ch in meta.filename if ch not in '"\\\r\n' and ch.isprintable())
-    fallback = "".join(ch if ord(ch) < 128 else "_" for ch in name) or "attachment"
+    fallback = "".join("_" if ord(ch) > 127 or ch in '"\\' else ch for ch in name)
     if fallback == name:
         return f'attachment; filename="{name}"'
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
