@@ -5,6 +5,7 @@ browser render the bytes as a page of the gateway's origin."""
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 from urllib.parse import unquote
@@ -137,3 +138,50 @@ async def test_a_received_file_name_is_served_as_listed_in_a_well_formed_header(
     assert download.status_code == 200
     served = download.headers["content-disposition"]
     assert disposition_name(served) == "".join(ch for ch in listed if ch.isprintable())
+
+
+async def test_a_held_drafts_attachments_are_fetched_as_they_are_listed(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    await create_agent(alice, "bot")
+    held = await alice.http.put("/api/v1/agents/bot@agents.test", json={"hitl_enabled": True})
+    assert held.status_code == 200, held.text
+    report = b"%PDF-1.4 quarterly figures"
+    files = [
+        {"filename": "notes.txt", "content_type": "text/plain", "data": "aGk="},
+        {
+            "filename": 'Q3 "final".pdf',
+            "content_type": "application/pdf",
+            "data": base64.b64encode(report).decode(),
+        },
+    ]
+    body = {"to": ["carol@example.net"], "subject": "Q3", "text": "Attached.", "attachments": files}
+    sent = await alice.http.post(f"/v1/agents/{BOT}/messages", json=body)
+    assert sent.status_code == 202, sent.text
+    message_id = sent.json()["message_id"]
+    shown = (await alice.http.get(f"/v1/agents/{BOT}/messages/{message_id}")).json()
+    assert [(a["index"], a["filename"]) for a in shown["attachments"]] == [
+        (0, "notes.txt"),
+        (1, 'Q3 "final".pdf'),
+    ]
+    found = await alice.http.get(
+        f"/v1/agents/{BOT}/messages/{message_id}/attachments/1", params={"inline": "true"}
+    )
+    assert found.status_code == 200, found.text
+    view = found.json()
+    assert (view["filename"], view["content_type"], view["size_bytes"]) == (
+        'Q3 "final".pdf',
+        "application/pdf",
+        len(report),
+    )
+    assert base64.b64decode(view["data"]) == report
+    path = view["download_url"].partition("/v1/attachments/")[2]
+    async with httpx.AsyncClient(base_url=running.addresses.http_url, timeout=10) as anonymous:
+        download = await anonymous.get(f"/v1/attachments/{path}")
+    assert download.status_code == 200 and download.content == report
+    assert download.headers["content-type"] == "application/pdf"
+    assert disposition_name(download.headers["content-disposition"]) == 'Q3 "final".pdf'
+    missing = await alice.http.get(f"/v1/agents/{BOT}/messages/{message_id}/attachments/2")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "attachment_not_found"

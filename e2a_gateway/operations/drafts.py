@@ -4,6 +4,7 @@ by a reviewer's edits; each check refuses with Invalid naming the field."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable
 
@@ -17,6 +18,7 @@ from e2a_gateway.addresses import (
     parse_mailbox,
     unsendable,
 )
+from e2a_gateway.attachments import Attachment
 from e2a_gateway.operations.errors import Invalid, Unprocessable
 from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.outbound.mime import (
@@ -263,6 +265,28 @@ def edits_within_bounds(
         html_left,
         draft.attachments or [] if attachments is None else checked_attachments(attachments),
     )
+
+
+def draft_attachments(draft: OutboundMessage) -> list[Attachment]:
+    """The attachments of a message being sent, while its body is kept (none after)."""
+    return [
+        Attachment(
+            item.get("filename"),
+            item.get("content_type", "application/octet-stream"),
+            attachment_size(item.get("data", "")),
+            None,
+        )
+        for item in draft.attachments or []
+    ]
+
+
+def draft_attachment(draft: OutboundMessage, index: int) -> tuple[Attachment, bytes] | None:
+    """Attachment `index` of a message being sent (`draft_attachments`' order) with its bytes;
+    None when it has no such attachment (or no longer keeps them)."""
+    items = draft.attachments or []
+    if not 0 <= index < len(items):
+        return None
+    return draft_attachments(draft)[index], base64.b64decode(items[index].get("data", ""))
 
 
 def attachment_size(data: str) -> int:

@@ -25,6 +25,7 @@ from e2a_gateway.inbound.parse import ParsedBody, attachment_data, kept_body, pa
 from e2a_gateway.operations import lifecycle
 from e2a_gateway.operations.agents import owned_agent
 from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.drafts import draft_attachment
 from e2a_gateway.operations.errors import Conflict, Invalid, NotFound
 from e2a_gateway.operations.rate_limits import count_poll
 from e2a_gateway.storage.base import (
@@ -238,11 +239,15 @@ async def attachment(
     gateway: Gateway, caller: Caller, email: str, message_id: str, index: int
 ) -> tuple[Attachment, bytes]:
     """Attachment `index` (0-based, in the order the message view lists them) of a message of
-    the caller's agent, with its decoded bytes; NotFound (`attachment_not_found`) otherwise."""
+    the caller's agent, with its decoded bytes: of mail received, from its raw bytes; of mail
+    being sent, from its draft while that keeps them. NotFound (`attachment_not_found`)
+    otherwise."""
     opened = await open_message(gateway, caller, email, message_id)
     found = None
     if opened.raw:  # parsing mail of thousands of parts takes seconds: not on the event loop
         found = await trio.to_thread.run_sync(attachment_data, opened.raw, index)
+    elif opened.outbound is not None:  # up to 25 MiB of base64: not on the event loop either
+        found = await trio.to_thread.run_sync(draft_attachment, opened.outbound, index)
     if found is None:
         raise NotFound(
             "attachment_not_found",

@@ -16,7 +16,7 @@ from e2a_gateway.clock import format_timestamp
 from e2a_gateway.events import delivered_locally, verified_domain
 from e2a_gateway.inbound.parse import ParsedBody
 from e2a_gateway.mailauth.evidence import Evidence, evidence_of
-from e2a_gateway.operations.drafts import attachment_size
+from e2a_gateway.operations.drafts import draft_attachments
 from e2a_gateway.operations.mailbox import OpenedMessage
 from e2a_gateway.operations.sending import Submission
 from e2a_gateway.outbound.rollup import bounce_type, delivery_state
@@ -24,7 +24,6 @@ from e2a_gateway.rfc5322 import address_list
 from e2a_gateway.storage.base import (
     ConversationSummary,
     FiledMessage,
-    OutboundMessage,
     Suppression,
     WebhookAttempt,
 )
@@ -195,7 +194,7 @@ def message_view(
     view["parsed"] = parsed_view(parts, html)
     view["attachments"] = [
         attachment_meta_view(index, item)
-        for index, item in enumerate(outbound_attachments(draft) if draft else [])
+        for index, item in enumerate(draft_attachments(draft) if draft else [])
     ]
     return view
 
@@ -210,19 +209,6 @@ def received_content(body: ParsedBody, parts: Parts) -> dict[str, Any]:
             attachment_meta_view(index, item) for index, item in enumerate(body.attachments)
         ],
     }
-
-
-def outbound_attachments(draft: OutboundMessage) -> list[Attachment]:
-    """The attachments of a message being sent, while its body is kept."""
-    return [
-        Attachment(
-            item.get("filename"),
-            item.get("content_type", "application/octet-stream"),
-            attachment_size(item.get("data", "")),
-            None,
-        )
-        for item in draft.attachments or []
-    ]
 
 
 def attachment_view(

@@ -8,16 +8,13 @@ import base64
 import time
 from typing import Any
 
-from e2a_gateway.api.v1.message_views import (
-    outbound_attachments,
-    received_content,
-    review_status,
-)
+from e2a_gateway.api.v1.message_views import received_content, review_status
 from e2a_gateway.api.v1.parsed_view import split_off_loop
 from e2a_gateway.api.v1.views import present
 from e2a_gateway.attachments import attachment_meta_view
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.events import inbound_authentication, verified_domain
+from e2a_gateway.operations.drafts import draft_attachments
 from e2a_gateway.operations.mailbox import parsed_body
 from e2a_gateway.operations.review_queue import Resolved
 from e2a_gateway.rfc5322 import address_list
@@ -144,7 +141,7 @@ def _outbound_detail(message: OutboundMessage) -> dict[str, Any]:
     body = present(text=message.body_text, html=message.body_html)
     attachments = [
         attachment_meta_view(index, attachment)
-        for index, attachment in enumerate(outbound_attachments(message))
+        for index, attachment in enumerate(draft_attachments(message))
     ]
     expires = message.approval_expires_at
     return present(
