@@ -14,9 +14,10 @@ from __future__ import annotations
 import email
 import re
 from collections.abc import Iterator
-from email.message import EmailMessage, MIMEPart
+from email.message import EmailMessage, Message, MIMEPart
 
-from e2a_gateway.charsets import READING_PARAMETERS, decoded_text, html_charset
+from e2a_gateway.charsets import READING_PARAMETERS, decoded_text, html_charset, part_filename
+from e2a_gateway.email_policies import READING
 from e2a_gateway.mime_bounds import within_bounds
 
 _PARSER_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)?")
@@ -71,6 +72,87 @@ def media_type(part: MIMEPart) -> str:
     in it, which no listing should show and no download can carry in its Content-Type."""
     found = part.get_content_type()
     return found if _MEDIA_TYPE.fullmatch(found) else _OPAQUE_TYPE
+
+
+BODY_TYPES = frozenset({"text/plain", "text/html"})
+"""The types of a part that may be a message's text or HTML body."""
+ATTACHED_MESSAGE_FILENAME = "forwarded.eml"
+"""The filename of an attached message whose part names none."""
+
+_ATTACHED_MESSAGES = frozenset({"message/rfc822", "message/global"})
+_WRITING = READING.clone(refold_source="none", linesep="\r\n")
+"""Writes a parsed message back out with its header fields as they came."""
+
+
+def attachment_parts(message: EmailMessage) -> list[EmailMessage]:
+    """The parts listed as attachments, in the order of their indexes: every leaf part with a
+    filename or a Content-Disposition that is not the first text/plain or text/html part,
+    in document order, attached messages' parts included; then each attached message
+    (message/rfc822, message/global) itself; then every other leaf part that is not text/plain
+    or text/html (body text) nor a multipart part the parser could not split (read as text):
+    an image the HTML shows by `cid:` naming no file, a calendar invitation, the encrypted
+    part of PGP/MIME.
+
+    Attached messages and then parts naming no file come last, and attached messages' parts
+    stay listed, because a message keeps the indexes it was given when accepted
+    (`e2a_gateway.attachments`), and those accepted before they were listed must find their
+    attachments at the same indexes."""
+    listed: list[EmailMessage] = []
+    attached: list[EmailMessage] = []
+    unnamed: list[EmailMessage] = []
+    seen: set[str] = set()
+    for part in message.walk():
+        content_type = part.get_content_type()
+        if part.is_multipart():
+            if content_type in _ATTACHED_MESSAGES:
+                attached.append(part)
+            continue
+        disposition = part.get_content_disposition()
+        role = "other"
+        if disposition != "attachment" and content_type == "text/plain" and "text" not in seen:
+            role = "text"
+        elif disposition != "attachment" and content_type == "text/html" and "html" not in seen:
+            role = "html"
+        elif disposition in ("attachment", "inline") or part.get_filename():
+            role = "attachment"
+            listed.append(part)
+        elif content_type not in BODY_TYPES and part.get_content_maintype() != "multipart":
+            unnamed.append(part)
+        seen.add(role)
+    return listed + attached + unnamed
+
+
+def attachment_bytes(part: EmailMessage) -> bytes:
+    """The decoded bytes of a part `attachment_parts` lists: of an attached message (the
+    only multipart parts it lists), the message written back out as parsed, not always byte
+    for byte as it came."""
+    if not part.is_multipart():
+        payload = part.get_payload(decode=True)
+        return payload if isinstance(payload, bytes) else b""
+    try:
+        inner = part.get_payload(0)
+        written = inner.as_bytes(policy=_WRITING) if isinstance(inner, Message) else b""
+    except Exception:  # a message too broken to write back out
+        return b""
+    encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    if encoding in ("", "7bit", "8bit", "binary"):
+        return written
+    # RFC 2046 lets no message/* part be encoded, but senders base64 them (Python's
+    # add_attachment does): the parser read the encoded text as the message's body.
+    encoded = Message()
+    encoded["Content-Transfer-Encoding"] = encoding
+    encoded.set_payload(written.decode("ascii", "surrogateescape"))
+    decoded = encoded.get_payload(decode=True)
+    return decoded if isinstance(decoded, bytes) else b""
+
+
+def attachment_filename(part: MIMEPart) -> str | None:
+    """The file name an attachment `attachment_parts` lists goes by: the one it names
+    (`part_filename`), else ATTACHED_MESSAGE_FILENAME for an attached message; None."""
+    filename = part_filename(part)
+    if filename is None and part.is_multipart():
+        return ATTACHED_MESSAGE_FILENAME
+    return filename
 
 
 def _part_text(part: MIMEPart) -> str | None:

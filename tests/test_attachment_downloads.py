@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from e2a_gateway.app import RunningGateway
+from e2a_gateway.v1 import AsyncE2AClient
 from e2a_gateway.v1.inbound import parse_raw_email
 from tests.conftest import Account
 from tests.delivery_support import create_agent, smtp_send
@@ -185,3 +186,60 @@ async def test_a_held_drafts_attachments_are_fetched_as_they_are_listed(
     missing = await alice.http.get(f"/v1/agents/{BOT}/messages/{message_id}/attachments/2")
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "attachment_not_found"
+
+
+async def test_a_download_link_dies_with_its_message_and_serves_no_other_account(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+    head = b'Content-Type: text/plain\r\nContent-Disposition: attachment; filename="a.txt"'
+    meta, download = await received_attachment(running, alice, mail_with_part(head))
+    assert download.status_code == 200
+    path = meta["download_url"].partition("/v1/attachments/")[2]
+    listing = await alice.http.get(f"/v1/agents/{BOT}/messages", params={"read_status": "all"})
+    message = listing.json()["items"][0]["id"]
+    other = await bob.http.get(f"/v1/agents/{BOT}/messages/{message}/attachments/0")
+    assert other.status_code == 404
+    trashed = await alice.http.delete(f"/v1/agents/{BOT}/messages/{message}")
+    assert trashed.status_code == 200, trashed.text
+    assert (await bob.http.get(f"/v1/attachments/{path}")).status_code == 200  # in the trash
+    purged = await alice.http.delete(
+        f"/v1/agents/{BOT}/messages/{message}", params={"permanent": "true", "confirm": "DELETE"}
+    )
+    assert purged.status_code == 200, purged.text
+    gone = await bob.http.get(f"/v1/attachments/{path}")
+    assert gone.status_code == 404 and b"a.txt" not in gone.content
+
+
+FORWARDED = b"From: Erin <erin@example.net>\r\nSubject: minutes\r\n\r\nThe minutes.\r\n"
+
+
+async def test_the_sdk_lists_a_received_messages_attachments_as_the_api_does(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    await create_agent(alice, "bot")
+    data = (
+        b"From: Dani <dani@example.org>\r\nTo: bot@agents.test\r\nSubject: files\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="XX"\r\n\r\n'
+        b"--XX\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
+        b'--XX\r\nContent-Type: text/csv; name="figures.csv"\r\n\r\na,b\r\n1,2\r\n'
+        b"--XX\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\nBEGIN:VCALENDAR\r\n"
+        b"--XX\r\nContent-Type: message/rfc822\r\n\r\n" + FORWARDED + b"--XX--\r\n"
+    )
+    await smtp_send(running.addresses.smtp_port, ["bot@agents.test"], data)
+    listing = await alice.http.get(f"/v1/agents/{BOT}/messages")
+    (summary,) = listing.json()["items"]
+    shown = (await alice.http.get(f"/v1/agents/{BOT}/messages/{summary['id']}")).json()
+    listed = [(a.get("filename"), a["content_type"], a["size_bytes"]) for a in shown["attachments"]]
+    assert listed == [
+        ("figures.csv", "text/csv", len(b"a,b\r\n1,2")),
+        ("forwarded.eml", "message/rfc822", len(FORWARDED) - 2),  # its CRLF is the boundary's
+        (None, "text/calendar", len(b"BEGIN:VCALENDAR")),
+    ]
+    async with AsyncE2AClient(alice.key, "bot@agents.test", running.addresses.http_url) as sdk:
+        read = await sdk.get_message(summary["id"])
+    assert [(a.filename, a.content_type, a.size) for a in read.attachments] == [
+        (name or "unnamed", kind, size) for name, kind, size in listed
+    ]

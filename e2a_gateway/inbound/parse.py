@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email.message import EmailMessage, Message
+from email.message import EmailMessage
 
 from cachetools import cached
 
 from e2a_gateway import kept_bodies
 from e2a_gateway.addresses import lowercase_address
 from e2a_gateway.attachments import Attachment
-from e2a_gateway.charsets import field_text, part_filename
-from e2a_gateway.email_policies import READING
-from e2a_gateway.mime_parse import media_type, message_bodies, parse_message
+from e2a_gateway.charsets import field_text
+from e2a_gateway.mime_parse import (
+    BODY_TYPES,
+    attachment_bytes,
+    attachment_filename,
+    attachment_parts,
+    media_type,
+    message_bodies,
+    parse_message,
+)
 from e2a_gateway.rfc5322 import HeaderFields, field_addresses, header_text
 
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
@@ -94,9 +101,6 @@ def _message_ids(text: str) -> list[str]:
     return _MESSAGE_ID.findall(text)
 
 
-_SINGLE_TEXT_TYPES = frozenset({"text/plain", "text/html"})
-
-
 def _main_value(value: str | None) -> str | None:
     """A MIME field's value before its parameters, lowercased, as the stdlib reads it."""
     return None if value is None else value.split(";", 1)[0].strip().lower()
@@ -120,90 +124,17 @@ def summarise_headers(raw: bytes) -> HeaderSummary:
         references=_message_ids(field_text(headers, "References")),
         conversation_id=field_text(headers, CONVERSATION_HEADER).strip() or None,
         single_text_part=(
-            (_main_value(headers.get("Content-Type")) or "text/plain") in _SINGLE_TEXT_TYPES
+            (_main_value(headers.get("Content-Type")) or "text/plain") in BODY_TYPES
             and _main_value(headers.get("Content-Disposition")) in (None, "inline")
         ),
     )
 
 
-_ATTACHED_MESSAGE_FILENAME = "forwarded.eml"
-"""The filename of an attached message whose part names none."""
-
-_ATTACHED_MESSAGES = frozenset({"message/rfc822", "message/global"})
-_WRITING = READING.clone(refold_source="none", linesep="\r\n")
-"""Writes a parsed message back out with its header fields as they came."""
-
-
-def _attachment_parts(message: EmailMessage) -> list[EmailMessage]:
-    """The parts listed as attachments, in the order of their indexes: every leaf part with a
-    filename or a Content-Disposition that is not the first text/plain or text/html part,
-    in document order, attached messages' parts included; then each attached message
-    (message/rfc822, message/global) itself; then every other leaf part that is not text/plain
-    or text/html (body text) nor a multipart part the parser could not split (read as text):
-    an image the HTML shows by `cid:` naming no file, a calendar invitation, the encrypted
-    part of PGP/MIME.
-
-    Attached messages and then parts naming no file come last, and attached messages' parts
-    stay listed, because a message keeps the indexes it was given when accepted
-    (`encode_attachments`), and those accepted before they were listed must find their
-    attachments at the same indexes."""
-    listed: list[EmailMessage] = []
-    attached: list[EmailMessage] = []
-    unnamed: list[EmailMessage] = []
-    seen: set[str] = set()
-    for part in message.walk():
-        content_type = part.get_content_type()
-        if part.is_multipart():
-            if content_type in _ATTACHED_MESSAGES:
-                attached.append(part)
-            continue
-        disposition = part.get_content_disposition()
-        role = "other"
-        if disposition != "attachment" and content_type == "text/plain" and "text" not in seen:
-            role = "text"
-        elif disposition != "attachment" and content_type == "text/html" and "html" not in seen:
-            role = "html"
-        elif disposition in ("attachment", "inline") or part.get_filename():
-            role = "attachment"
-            listed.append(part)
-        elif content_type not in _SINGLE_TEXT_TYPES and part.get_content_maintype() != "multipart":
-            unnamed.append(part)
-        seen.add(role)
-    return listed + attached + unnamed
-
-
-def _attachment_bytes(part: EmailMessage) -> bytes:
-    """The decoded bytes of a part `_attachment_parts` lists: of an attached message (the
-    only multipart parts it lists), the message written back out as parsed, not always byte
-    for byte as it came."""
-    if not part.is_multipart():
-        payload = part.get_payload(decode=True)
-        return payload if isinstance(payload, bytes) else b""
-    try:
-        inner = part.get_payload(0)
-        written = inner.as_bytes(policy=_WRITING) if isinstance(inner, Message) else b""
-    except Exception:  # a message too broken to write back out
-        return b""
-    encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
-    if encoding in ("", "7bit", "8bit", "binary"):
-        return written
-    # RFC 2046 lets no message/* part be encoded, but senders base64 them (Python's
-    # add_attachment does): the parser read the encoded text as the message's body.
-    encoded = Message()
-    encoded["Content-Transfer-Encoding"] = encoding
-    encoded.set_payload(written.decode("ascii", "surrogateescape"))
-    decoded = encoded.get_payload(decode=True)
-    return decoded if isinstance(decoded, bytes) else b""
-
-
 def _attachment(part: EmailMessage, data: bytes) -> Attachment:
     """The metadata of attachment `part`, whose decoded bytes are `data`."""
-    filename = part_filename(part)
-    if filename is None and part.is_multipart():
-        filename = _ATTACHED_MESSAGE_FILENAME
     content_id = part.get("Content-ID")
     return Attachment(
-        filename=filename,
+        filename=attachment_filename(part),
         content_type=media_type(part),
         size=len(data),
         content_id=str(content_id).strip() if content_id else None,
@@ -226,7 +157,7 @@ def kept_body(raw: bytes) -> ParsedBody | None:
 
 @cached(kept_bodies.BODIES, key=kept_bodies.key_of, lock=kept_bodies.LOCK)
 def parse_body(raw: bytes) -> ParsedBody:
-    """The text and HTML bodies (`message_bodies`) and every attachment (`_attachment_parts`).
+    """The text and HTML bodies (`message_bodies`) and every attachment (`attachment_parts`).
 
     Parsing costs about a millisecond per kilobyte of mail and the same bytes always read the
     same, so the most recently read bodies are kept, by the SHA-256 of their bytes, within
@@ -238,7 +169,7 @@ def parse_body(raw: bytes) -> ParsedBody:
         message = parse_message(raw)
         text, html = message_bodies(message)
         attachments = tuple(
-            _attachment(part, _attachment_bytes(part)) for part in _attachment_parts(message)
+            _attachment(part, attachment_bytes(part)) for part in attachment_parts(message)
         )
     except _UNREADABLE:
         return ParsedBody(text=None, html=None)
@@ -255,10 +186,10 @@ def attachment_data(raw: bytes, index: int) -> tuple[Attachment, bytes] | None:
     """The attachment at `index` (parse_body's order) with its decoded bytes; None when the
     message has no such attachment (nor one the stdlib cannot parse, see `parse_body`)."""
     try:
-        found = _attachment_parts(parse_message(raw))
+        found = attachment_parts(parse_message(raw))
         if not 0 <= index < len(found):
             return None
-        data = _attachment_bytes(found[index])
+        data = attachment_bytes(found[index])
         return _attachment(found[index], data), data
     except _UNREADABLE:
         return None

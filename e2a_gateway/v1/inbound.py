@@ -22,8 +22,15 @@ from email.message import EmailMessage
 from email.parser import HeaderParser
 from typing import Any
 
-from e2a_gateway.charsets import field_text, part_filename
-from e2a_gateway.mime_parse import media_type, message_bodies, parse_message
+from e2a_gateway.charsets import field_text
+from e2a_gateway.mime_parse import (
+    attachment_bytes,
+    attachment_filename,
+    attachment_parts,
+    media_type,
+    message_bodies,
+    parse_message,
+)
 from e2a_gateway.rfc5322 import HeaderFields, header_text
 from e2a_gateway.v1.errors import UnverifiedEmailError
 from e2a_gateway.v1.models import Trust
@@ -111,12 +118,6 @@ class ParsedBody:
     attachments: list[Attachment] = field(default_factory=list)
 
 
-def _as_attachment(part: EmailMessage) -> Attachment:
-    payload = part.get_payload(decode=True)
-    data = payload if isinstance(payload, bytes) else b""
-    return Attachment(part_filename(part) or "unnamed", media_type(part), data)
-
-
 def parse_raw_email(raw: bytes) -> ParsedBody:
     """The subject, text and HTML bodies (`message_bodies`, as the REST API shows them), and
     attachments of `raw`, their
@@ -140,17 +141,14 @@ def parse_raw_email(raw: bytes) -> ParsedBody:
 def _read_parts(message: EmailMessage, parsed: ParsedBody) -> None:
     """Fill `parsed` with the text and HTML bodies of `message`, as the gateway shows them
     (`message_bodies`: an attached message's text is not this message's), and its
-    attachments."""
+    attachments as the gateway lists them (`attachment_parts`: the same files, in the same
+    order, so an attachment's index is the one the REST API serves it under)."""
     text, parsed.html_body = message_bodies(message)
     parsed.text_body = text or ""
-    for part in message.walk():
-        assert isinstance(part, EmailMessage)
-        content_type = part.get_content_type()
-        if part.is_multipart() or part.get_content_maintype() == "multipart":
-            continue  # a multipart part with no boundary to split it by is read as text
-        named = part.get_content_disposition() in ("attachment", "inline") and part.get_filename()
-        if named or not content_type.startswith("text/"):
-            parsed.attachments.append(_as_attachment(part))
+    parsed.attachments = [
+        Attachment(attachment_filename(part) or "unnamed", media_type(part), attachment_bytes(part))
+        for part in attachment_parts(message)
+    ]
 
 
 _CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
