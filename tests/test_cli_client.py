@@ -95,6 +95,38 @@ def test_a_broken_config_file_says_how_to_recover(cli: Cli, home: Path) -> None:
         assert "config.json" in err and "fix or delete it, then `e2a login`" in err, err
 
 
+def test_a_home_where_the_config_cannot_be_saved_says_so(live: LiveGateway, home: Path) -> None:
+    """A HOME this user cannot write (a service account's, a read-only one) stops `e2a login`
+    and `e2a config set` with one line naming the file and what to do instead, not a
+    traceback; nothing is left half written."""
+    from tests.test_cli import E2A, as_unprivileged
+
+    key = live.new_key("nohome@example.com")
+    environment = {"PATH": os.environ["PATH"], "HOME": str(home), "NO_COLOR": "1"}
+    environment["PYTHONPATH"] = os.environ.get("PYTHONPATH", "")
+    home.chmod(0o555)
+    try:
+        for args in (
+            ("login", "--url", live.url, "--api-key", key),
+            ("config", "set", "url", "http://127.0.0.1:8080"),
+        ):
+            result = subprocess.run(
+                as_unprivileged([*E2A, *args]),
+                env=environment,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert (result.returncode, result.stdout) == (1, ""), result.stderr
+            (line,) = result.stderr.splitlines()
+            assert line.startswith(f"e2a: cannot save {home / '.e2a' / 'config.json'}: "), line
+            assert "E2A_API_KEY" in line and key not in line, line
+    finally:
+        home.chmod(0o755)
+    assert not list(home.iterdir())
+
+
 def test_login_validates_the_key_and_writes_a_private_config(
     live: LiveGateway, cli: Cli, home: Path
 ) -> None:

@@ -1330,6 +1330,9 @@ def run_client_command(args: argparse.Namespace) -> int:
     except (UsageError, ComposeError) as exc:
         print(f"e2a {args.command}: error: {exc}", file=sys.stderr)
         return exit_codes.USAGE
+    except ConfigFileError as exc:
+        print(f"e2a: {exc}", file=sys.stderr)
+        return exit_codes.ERROR
     except ClientError as exc:
         print(f"e2a: {exc}", file=sys.stderr)
         return exc.exit_code

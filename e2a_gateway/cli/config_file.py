@@ -28,7 +28,7 @@ ENVIRONMENT = {
 
 
 class ConfigFileError(Exception):
-    """The config file exists but cannot be read; the message says which file and why."""
+    """The config file cannot be read or written; the message says which file and why."""
 
 
 def config_path() -> Path:
@@ -84,16 +84,31 @@ def set_saved(values: dict[str, str], key: str, value: str) -> None:
 
 
 def save_config(values: dict[str, str]) -> Path:
-    """Write the settings atomically with mode 0600 (the directory gets 0700)."""
+    """Write the settings atomically with mode 0600 (the directory gets 0700).
+
+    ConfigFileError when they cannot be written (a HOME this user may not write, a full
+    disk): the message names the file and the variables that do without it; the file is then
+    as it was."""
     path = config_path()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temporary = path.with_suffix(".json.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        json.dump(values, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(temporary, path)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                os.fchmod(handle.fileno(), 0o600)
+                json.dump(values, handle, indent=2, sort_keys=True)
+                handle.write("\n")
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ConfigFileError(
+            f"cannot save {path}: {exc.strerror or exc} — let this user write {path.parent} "
+            "(HOME decides where it is), or set E2A_BASE_URL and E2A_API_KEY (and "
+            "E2A_AGENT_EMAIL) instead of saving them"
+        ) from None
     return path
 
 
