@@ -55,7 +55,9 @@ RESERVED_DOMAINS = (
 )
 """Names that never receive mail (RFC 2606, RFC 6761, mDNS), nor do their subdomains."""
 DEVELOPMENT_PUBLIC_URL = "http://localhost:8080"
-GENERATE_SECRET = "python3 -c 'import secrets; print(secrets.token_hex(32))'"
+GENERATE_SECRET = "openssl rand -hex 32"
+"""Makes a good signing.hmac_secret where e2a runs, the one-file executable's machines with no
+Python included."""
 
 
 def alphabet_size(secret: str) -> int:

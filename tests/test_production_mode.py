@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import secrets
+import shlex
+import shutil
 import string
+import subprocess
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -78,7 +82,7 @@ def test_weak_or_placeholder_secrets_are_refused(
 ) -> None:
     message = refusal(production_settings(tmp_path, signing={"hmac_secret": secret}))
     assert message.startswith("signing.hmac_secret: ") and reason in message
-    assert "secrets.token_hex(32)" in message
+    assert "`openssl rand -hex 32`" in message
 
 
 @pytest.mark.parametrize(
@@ -123,6 +127,19 @@ def test_what_the_example_config_ships_is_refused() -> None:
     message = refusal(with_secret)
     assert "shared_domain: agents.localhost is a reserved name" in message
     assert "http.public_url: still the development default" in message
+
+
+def test_the_command_named_for_a_new_secret_runs_without_python() -> None:
+    """The one-file executable runs where no Python is installed: the command the refusal
+    names for making the secret must not need one, and what it prints must pass."""
+    example = load_settings(ROOT / "config.example.toml", environ={"E2A_ENV": "production"})
+    message = refusal(example)
+    assert "python" not in message.lower(), message
+    (command,) = re.findall(r"the output of `([^`]+)`", message)
+    if shutil.which(command.split()[0]) is None:
+        pytest.skip(f"{command.split()[0]} is not installed here")
+    made = subprocess.run(shlex.split(command), capture_output=True, text=True, check=True)
+    assert secret_weakness(made.stdout.strip()) is None
 
 
 @pytest.mark.parametrize(
