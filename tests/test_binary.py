@@ -95,6 +95,9 @@ def test_binary_serves_smtp_and_rest_and_stops_on_sigterm(gateway: GatewayProces
         )
         assert answer.status_code == 200, answer.text
         assert '"name":"e2a"' in answer.text.replace(" ", ""), answer.text
+        # The dashboard's templates render from inside the binary.
+        signin = api.get(f"{gateway.url}/signin")
+        assert signin.status_code == 200 and "<title>Sign in · e2a</title>" in signin.text
         # The dashboard's files are served from inside the binary, by name.
         css = api.get(f"{gateway.url}/assets/dashboard.css")
         assert css.status_code == 200 and "--accent" in css.text, css.text
