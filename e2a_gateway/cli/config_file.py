@@ -105,8 +105,8 @@ def save_config(values: dict[str, str]) -> Path:
             raise
     except OSError as exc:
         raise ConfigFileError(
-            f"cannot save {path}: {exc.strerror or exc} — let this user write {path.parent} "
-            "(HOME decides where it is), or set E2A_BASE_URL and E2A_API_KEY (and "
+            f"cannot save {path}: {exc.strerror or exc} — make {path.parent} a folder this user "
+            "can write (HOME decides where it is), or set E2A_BASE_URL and E2A_API_KEY (and "
             "E2A_AGENT_EMAIL) instead of saving them"
         ) from None
     return path
