@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
+import trio
 from cachetools import TTLCache
 
 from e2a_gateway import kept_bodies
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("e2a")
 
+CLOSE_SECONDS = 10.0
+"""How long closing storage at a stop may take (a write still in its thread finishes first)."""
 KEY_USE_SECONDS = 60.0
 """How stale an API key's `last_used_at` may be (written at most this often per process)."""
 KEY_USE_KEYS = 10_000
@@ -194,4 +197,8 @@ async def open_gateway(
             jobs=jobs,
         )
     finally:
-        await storage.close()
+        # Shielded: a stop cancels the nursery this runs in, and a cancelled close would
+        # leave SQLite's write-ahead log beside the file (its last connection checkpoints it
+        # into the file and removes it) and PostgreSQL's sessions to time out.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_SECONDS):
+            await storage.close()

@@ -10,11 +10,13 @@ may be stored twice.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import random
 import re
 import smtplib
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -211,3 +213,30 @@ def test_sigterm_lets_the_message_in_flight_finish(tmp_path: Path, quiet_dns: st
         sending.close()
     finally:
         gateway.kill()
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_stopped_gateway_leaves_all_its_mail_in_the_database_file(
+    tmp_path: Path, quiet_dns: str, processes: int
+) -> None:
+    """After SIGTERM the write-ahead log is copied into e2a.db and removed: the file alone,
+    copied elsewhere (a backup of a stopped gateway), holds every message answered 250."""
+    gateway = GatewayProcess(tmp_path, quiet_dns, smtp={"processes": processes})
+    gateway.start()
+    try:
+        gateway.bootstrap().close()
+        with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=10) as client:
+            client.sendmail("sender@example.org", [AGENT], b"Subject: kept\r\n\r\nbody\r\n")
+        assert gateway.process is not None
+        gateway.process.terminate()
+        assert gateway.wait(timeout=15) == 0
+    finally:
+        gateway.kill()
+    left = sorted(path.name for path in tmp_path.glob("e2a.db*"))
+    assert left == ["e2a.db"]
+    copy = tmp_path / "copy" / "e2a.db"
+    copy.parent.mkdir()
+    copy.write_bytes((tmp_path / "e2a.db").read_bytes())
+    with contextlib.closing(sqlite3.connect(copy)) as database:
+        [(subject,)] = database.execute("SELECT subject FROM messages_with_content").fetchall()
+    assert subject == "kept"
