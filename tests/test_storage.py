@@ -3913,3 +3913,19 @@ async def test_a_scheduled_message_restored_beside_its_agents_restore_is_rearmed
 
 async def _append(into: list[Any], value: Awaitable[Any]) -> None:
     into.append(await value)
+
+
+async def test_a_closed_storage_refuses_reads_and_writes_as_unavailable(
+    storage_url: str,
+) -> None:
+    """Work a stopping gateway still asks of storage once it is closed (a worker's last
+    round, giving job leases back) fails as StorageUnavailable, which callers handle, not as
+    the driver's own error."""
+    store = open_storage(storage_url)
+    await store.migrate()
+    await add_user(store)
+    await store.close()
+    with pytest.raises(StorageUnavailable):
+        await store.first_user()
+    with pytest.raises(StorageUnavailable):
+        await store.ensure_user("usr_late", "late@example.com", NOW)

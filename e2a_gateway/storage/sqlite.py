@@ -312,6 +312,7 @@ class SqliteStorage(SqlStorage):
         self._answers: LRUCache[tuple[str, str], Any] = LRUCache(ANSWER_BYTES, answer_weight)
         self._write_generation = 0
         self._checkpointer = checkpointer
+        self._closed = False
         self._logged_since_checkpoint = False
         self._wake_upkeep: trio.Event | None = None
         self._lock_refusal: str | None = None
@@ -404,6 +405,7 @@ class SqliteStorage(SqlStorage):
         not), writes wait for it only LOCKED_WAIT_SECONDS and `ping` says the database takes
         no writes (`_lock_refusal`)."""
         async with self._write_lock:
+            self._refuse_if_closed()
             changes = self._writer.total_changes
             wait = BUSY_TIMEOUT_SECONDS if self._lock_refusal is None else LOCKED_WAIT_SECONDS
             took_the_lock = True  # whatever else failed, it failed inside the transaction
@@ -463,6 +465,7 @@ class SqliteStorage(SqlStorage):
         generation = self._routing_generation
         writes = self._write_generation
         async with self._reader_slots:
+            self._refuse_if_closed()
             connection = self._readers.pop()
             try:
                 value = await trio.to_thread.run_sync(_read_on, connection, work, snapshot)
@@ -543,6 +546,7 @@ class SqliteStorage(SqlStorage):
                 await self._wake_upkeep.wait()
             await trio.sleep(CHECKPOINT_SECONDS)
             self._logged_since_checkpoint = False
+            self._refuse_if_closed()
             await trio.to_thread.run_sync(self._checkpoint)
 
     def _checkpoint(self) -> None:
@@ -550,11 +554,17 @@ class SqliteStorage(SqlStorage):
             self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     async def close(self) -> None:
-        """Close every connection (waits for the writer to finish its transaction)."""
+        """Close every connection (waits for the writer to finish its transaction); reads and
+        writes asked for afterwards raise StorageUnavailable."""
         async with self._write_lock:
+            self._closed = True
             self._writer.close()
         for connection in [*self._readers, self._checkpointer]:
             connection.close()
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise StorageUnavailable(f"sqlite:///{self.path} is closed: e2a is stopping")
 
 
 def _take_the_lock(tx: Transaction) -> None:
