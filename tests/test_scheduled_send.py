@@ -111,6 +111,32 @@ async def test_too_far_ahead_or_only_to_itself_is_refused(
     assert listed.json()["items"] == []
 
 
+async def test_send_at_is_read_as_rfc_3339_and_nothing_else(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """send_at is RFC 3339 as the listing's since/until read it: `t` and `z` in lower case are
+    RFC 3339 and schedule; ISO 8601's other forms (a week date, the compact form, minutes
+    without seconds, an offset without its colon) and an offset whose minutes pass 59 are
+    refused, never read as some other instant."""
+    alice, bot, pal = await two_agents(make_account)
+    moment = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
+    lower = await send(alice, bot, pal, "Lower", moment.strftime("%Y-%m-%dt%H:%M:%Sz"))
+    assert lower.status_code == 202, lower.text
+    assert datetime.fromisoformat(lower.json()["scheduled_at"]) == moment
+    for loose in (
+        moment.strftime("%G-W%V-%uT%H:%M:%SZ"),
+        moment.strftime("%Y%m%dT%H%M%SZ"),
+        moment.strftime("%Y-%m-%dT%H:%MZ"),
+        moment.strftime("%Y-%m-%dT%H:%M:%S+0000"),
+        moment.strftime("%Y-%m-%dT%H:%M:%S+00:75"),  # no such offset: not read as +01:15
+    ):
+        refused = await send(alice, bot, pal, "No", loose)
+        assert refused.status_code == 400, (loose, refused.text)
+        assert refused.json()["error"]["code"] == "invalid_request"
+    listed = await alice.http.get(v1(bot, "/messages"), params={"direction": "outbound"})
+    assert [item["subject"] for item in listed.json()["items"]] == ["Lower"]
+
+
 async def test_the_trash_stops_a_scheduled_send_and_a_restore_rearms_or_cancels_it(
     running: RunningGateway, make_account: Any
 ) -> None:

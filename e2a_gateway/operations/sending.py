@@ -16,7 +16,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from html import escape
 from typing import Any, Literal, Protocol, TypedDict
 
@@ -25,7 +24,7 @@ from pydantic import Field
 
 from e2a_gateway.addresses import Mailbox, format_mailbox, only_agent
 from e2a_gateway.charsets import without_nul
-from e2a_gateway.clock import format_timestamp
+from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.events import blocked_send_event
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.ids import new_id
@@ -522,15 +521,12 @@ def scheduled_instant(
     if send_at is None:
         return None
     try:
-        moment = datetime.fromisoformat(send_at)
+        instant = parse_timestamp(send_at).timestamp()
     except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None or "T" not in send_at.upper():
         raise Invalid(
             "invalid_request",
             "send_at must be an RFC 3339 date-time with a UTC offset (e.g. 2030-01-01T09:00:00Z)",
-        )
-    instant = moment.timestamp()
+        ) from None
     if instant <= now:
         return None
     if instant - now > SCHEDULE_MAX_SECONDS:
