@@ -22,8 +22,10 @@ from typing import NamedTuple
 
 import idna
 
-SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$")
-_LOCAL_PATTERN = re.compile(r"^[a-z0-9!#$&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$&'*+/=?^_`{|}~-]+)*$")
+SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]\Z")
+_LOCAL_PATTERN = re.compile(r"^[a-z0-9!#$&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$&'*+/=?^_`{|}~-]+)*\Z")
+"""Both end in `\\Z`, not `$`, which also matches before a final line break: `bot\\n` is no
+slug and no local part."""
 
 RESERVED_SLUGS = frozenset(
     {
@@ -174,7 +176,7 @@ def normalise_address(address: str) -> str:
 MAX_LOCAL_OCTETS = 64
 """RFC 5321 section 4.5.3.1.1, in octets of UTF-8 for a local part beyond ASCII (RFC 6531
 section 3.3)."""
-_UTF8_ATOM = re.compile(r"^(?:[A-Za-z0-9!#$&'*+/=?^_`{|}~-]|[^\x00-\x7f])+$")
+_UTF8_ATOM = re.compile(r"^(?:[A-Za-z0-9!#$&'*+/=?^_`{|}~-]|[^\x00-\x7f])+\Z")
 """An atom of a local part beyond ASCII: atext and UTF8-non-ascii (RFC 6531 section 3.3)."""
 _NOT_IN_ADDRESSES = frozenset({"Cc", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 """Unicode categories no local part may hold: controls, surrogates (no valid UTF-8), private

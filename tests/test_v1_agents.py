@@ -264,3 +264,20 @@ async def test_a_test_message_and_its_arrival_make_one_conversation(
     (thread,) = listed.json()["items"]
     assert thread["id"] == sent["conversation_id"]
     assert (thread["inbound_count"], thread["outbound_count"]) == (1, 1), thread
+
+
+async def test_an_address_with_a_line_break_before_its_at_names_no_agent(
+    make_account: Any, resolver: FixtureResolver
+) -> None:
+    """`bot\n@corp.example` is refused on both faces, not stored as an agent whose address
+    holds the line break (no mail could ever reach it, and it would be a second `bot`)."""
+    alice: Account = await make_account("alice@example.com")
+    await verified_domain(alice, resolver, "corp.example")
+    new = await alice.http.post("/v1/agents", json={"email": "bot\n@corp.example"})
+    refusal(new, 400, "invalid_request")
+    old = await alice.http.post(
+        "/api/v1/agents", json={"email": "bot\n@corp.example", "agent_mode": "local"}
+    )
+    for refused in (new, old):
+        assert refused.status_code == 400 and "not a valid email address" in refused.text
+    assert (await alice.http.get("/v1/agents")).json()["items"] == []
