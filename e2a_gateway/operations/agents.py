@@ -30,6 +30,7 @@ from e2a_gateway.webhook_targets import (
     check_webhook_url,
     pinned_addresses,
 )
+from e2a_gateway.workers.approvals import notice_sender
 
 DEFAULT_HITL_TTL_SECONDS = 604800
 REGISTRATION_WINDOW_SECONDS = 3600
@@ -310,10 +311,17 @@ async def _address_for(gateway: Gateway, caller: Caller, request: CreateAgent) -
                 "you have verified",
             )
         try:
-            return f"{check_slug(request.slug)}@{shared_domain}"
+            address = f"{check_slug(request.slug)}@{shared_domain}"
         except AddressError as exc:
             code = "reserved_slug" if "reserved" in str(exc) else "invalid_slug"
             raise Invalid(code, str(exc)) from None
+        if _sends_as_gateway(gateway, address):
+            raise Invalid(
+                "reserved_slug",
+                f"slug {request.slug!r} is reserved: the gateway sends its approval notices "
+                f"from {address}; choose another",
+            )
+        return address
     if request.email is None:
         raise Invalid("invalid_request", "missing required field 'slug' or 'email'")
     try:
@@ -345,6 +353,16 @@ async def _address_for(gateway: Gateway, caller: Caller, request: CreateAgent) -
             f"(or /api/v1/domains/{domain}/verify)",
         )
     return address
+
+
+def _sends_as_gateway(gateway: Gateway, address: str) -> bool:
+    """Whether `address` is the one the gateway sends approval notices from (`notice_sender`),
+    which their bounces return to: an agent there would read the notices' approve and reject
+    links."""
+    try:
+        return address == normalise_address(notice_sender(gateway.settings))
+    except AddressError:
+        return False
 
 
 def _unheld_domain(domain: str) -> Invalid:
