@@ -393,9 +393,12 @@ def test_an_inline_image_goes_beside_the_html_that_shows_it() -> None:
     ]
 
 
-def test_a_content_id_that_cannot_be_written_is_refused() -> None:
+@pytest.mark.parametrize(
+    "content_id", ["<logo id@example.org>", "<logo@example.org\n>", "<logo@example.org\r\n>"]
+)
+def test_a_content_id_that_cannot_be_written_is_refused(content_id: str) -> None:
     with pytest.raises(InvalidDraft, match=r"attachments\[0\]\.content_id"):
-        decode_attachment(0, "logo.png", "image/png", "iVBO", "<logo id@example.org>")
+        decode_attachment(0, "logo.png", "image/png", "iVBO", content_id)
     assert decode_attachment(0, "logo.png", "image/png", "iVBO", "<a@b>").content_id == "a@b"
 
 

@@ -28,7 +28,7 @@ from e2a_gateway.html_text import html_text
 
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
 MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
-_CONTENT_TYPE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]*/[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]*$")
+_CONTENT_TYPE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]*/[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]*")
 _STRUCTURED = re.compile(r"^(multipart/|message/(?!(rfc822|global)$))", re.IGNORECASE)
 """Media types whose body the `email` package and mail readers take as MIME structure: a
 multipart needs a boundary and is never encoded, message/partial and message/external-body
@@ -39,7 +39,7 @@ _BASE64_WHITESPACE = str.maketrans("", "", "\r\n \t")
 _UNSAFE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 """C0 controls but TAB, DEL, C1 controls (NEL among them) and the Unicode line and paragraph
 separators: each either breaks a header line or has no business in one."""
-_CONTENT_ID = re.compile(r"^[!-;=?-~]+$")
+_CONTENT_ID = re.compile(r"[!-;=?-~]+")
 """A Content-ID without its angle brackets: printable ASCII but `<` and `>`, no spaces."""
 _FOLD = re.compile(r"\r\n(?=[ \t])")
 """A line break that folds a header field (before the whitespace continuing it)."""
@@ -175,7 +175,7 @@ def bare_content_id(value: str) -> str | None:
     """The Content-ID `value` (`<…>` or bare) without its angle brackets; None when a message
     cannot carry it: not printable ASCII, or holding spaces."""
     bare = value.strip().removeprefix("<").removesuffix(">")
-    return bare if _CONTENT_ID.match(bare) else None
+    return bare if _CONTENT_ID.fullmatch(bare) else None
 
 
 def decode_attachment(
@@ -215,7 +215,7 @@ def _media_type(label: str, content_type: str) -> tuple[str, dict[str, str]]:
     check_header_value(f"{label}.content_type", content_type)
     main, _, rest = content_type.partition(";")
     main = main.strip().lower()
-    if not _CONTENT_TYPE.match(main):
+    if not _CONTENT_TYPE.fullmatch(main):
         raise InvalidDraft(f"{label}.content_type must look like type/subtype")
     if not rest.strip():
         return main, {}
