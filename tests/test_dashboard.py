@@ -21,7 +21,7 @@ import nacl.secret
 import pytest
 import trio
 
-from e2a_gateway.accounts import bootstrap_user
+from e2a_gateway.accounts import bootstrap_user, issue_api_key
 from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.dashboard.auth import local_path
@@ -572,6 +572,52 @@ async def test_api_key_is_shown_once_and_works(browser, make_account, running) -
     assert me.status_code == 200
     listing = await client.get("/credentials")
     assert key.group(1) not in listing.text and key.group(1)[:12] in listing.text
+
+
+async def test_the_keys_page_tells_expired_and_agent_keys_from_active_ones(
+    browser, make_account, running: RunningGateway
+) -> None:
+    """A key past its `expires_at` is refused (401) like a revoked one, so the Keys page must
+    not call it active; a key bound to one agent says which agent, and until when a key works."""
+    alice = await make_account("alice@example.com")
+    bot = await local_agent(alice, "bot")
+    made = await alice.http.post(
+        "/v1/account/api-keys",
+        json={
+            "name": "bot-key",
+            "scope": "agent",
+            "agent_email": bot,
+            "expires_at": "2999-01-01T00:00:00Z",
+        },
+    )
+    assert made.status_code == 201, made.text
+    storage = running.gateway.storage
+    holder = await storage.key_holder(hash_api_key(alice.key))
+    assert holder is not None
+    expired = await issue_api_key(
+        storage, holder.user.id, "old-ci", expires_at="2001-01-01T00:00:00Z"
+    )
+    async with httpx.AsyncClient(base_url=running.addresses.http_url) as api:
+        refused = await api.get(
+            "/api/v1/agents", headers={"Authorization": f"Bearer {expired.plaintext}"}
+        )
+    assert refused.status_code == 401
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    page = await client.get("/credentials")
+    assert page.status_code == 200
+    rows = {
+        name: row
+        for row in re.findall(r"<tr><th scope=\"row\">.*?</tr>", page.text, re.S)
+        for name in ("old-ci", "bot-key", "bootstrap")
+        if f">{name}<" in row
+    }
+    assert "expired" in rows["old-ci"] and "active" not in rows["old-ci"]
+    assert "2001-01-01 00:00 UTC" in rows["old-ci"]
+    assert "active" in rows["bot-key"] and bot in rows["bot-key"]
+    assert "2999-01-01 00:00 UTC" in rows["bot-key"]
+    assert "active" in rows["bootstrap"] and "whole account" in rows["bootstrap"]
+    assert bot not in rows["bootstrap"]
 
 
 async def test_inbox_streams_new_mail(browser, make_account, running: RunningGateway) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from quart import Response, request
 
+from e2a_gateway.clock import utc_now
 from e2a_gateway.dashboard.auth import Session, requires_session
 from e2a_gateway.dashboard.site import blueprint, done, page
 from e2a_gateway.operations import domains as domain_operations
 from e2a_gateway.operations import keys
 from e2a_gateway.operations.errors import NotFound, OperationError
+from e2a_gateway.storage.base import ApiKey
 from e2a_gateway.web.context import current_gateway
 from e2a_gateway.web.errors import status_of
 from e2a_gateway.web.views import api_key_view, domain_view, signing_secret_view
@@ -23,6 +26,7 @@ async def _credentials_page(
     created: dict[str, str] | None = None,
 ) -> Response:
     gateway = current_gateway()
+    now = utc_now()
     return await page(
         "credentials.html",
         session,
@@ -33,8 +37,27 @@ async def _credentials_page(
             signing_secret_view(secret)
             for secret in await keys.list_signing_secrets(gateway, session.caller)
         ],
-        keys=[api_key_view(key) for key in await keys.list_api_keys(gateway, session.caller)],
+        keys=[_key_row(key, now) for key in await keys.list_api_keys(gateway, session.caller)],
     )
+
+
+def _key_row(key: ApiKey, now: str) -> dict[str, Any]:
+    """An API key as the Keys page lists it: its metadata, what it reaches (`agent_email`
+    for a key bound to one agent), until when it works, and its `state`: `revoked`,
+    `expired` (refused like a revoked key) or `active`."""
+    if key.revoked_at:
+        state = "revoked"
+    elif key.expired(now):
+        state = "expired"
+    else:
+        state = "active"
+    return {
+        **api_key_view(key),
+        "scope": key.scope,
+        "agent_email": key.agent_email,
+        "expires_at": key.expires_at,
+        "state": state,
+    }
 
 
 @blueprint.get("/credentials")

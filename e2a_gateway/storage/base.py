@@ -119,6 +119,16 @@ class ApiKey:
     expires_at: str | None = None
     agent_email: str | None = None
 
+    def expired(self, now: str) -> bool:
+        """Whether the key has stopped working at `now` (RFC 3339 UTC, to the second)."""
+        return expired_by(self.expires_at, now)
+
+
+def expired_by(expires_at: str | None, now: str) -> bool:
+    """Whether a key valid until `expires_at` (RFC 3339 UTC, to the second; None: never) has
+    stopped working at `now`."""
+    return expires_at is not None and expires_at <= now
+
 
 @dataclass(frozen=True)
 class KeyHolder:
@@ -134,7 +144,7 @@ class KeyHolder:
 
     def expired(self, now: str) -> bool:
         """Whether the key has stopped working at `now` (RFC 3339 UTC, to the second)."""
-        return self.expires_at is not None and self.expires_at <= now
+        return expired_by(self.expires_at, now)
 
 
 @dataclass(frozen=True)
