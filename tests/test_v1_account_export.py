@@ -161,3 +161,30 @@ async def test_the_exported_messages_keep_their_labels_and_the_trash(
     legacy = (await alice.http.get("/api/v1/users/me/export")).json()
     assert set(legacy) == EXPORT_KEYS
     assert all("labels" not in message for message in legacy["messages"])
+
+
+async def test_both_exports_say_what_each_key_reaches_and_until_when(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """A key's scope, the agent it is bound to and its expiry are the account's records as
+    much as its name: the exports carry them, still without the key or its hash."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    made = await alice.http.post(
+        "/v1/account/api-keys",
+        json={"scope": "agent", "agent_email": bot, "expires_at": "2999-01-01T00:00:00Z"},
+    )
+    assert made.status_code == 201, made.text
+    bound = made.json()
+    for path in ("/api/v1/users/me/export", "/v1/account/export"):
+        answer = await alice.http.get(path)
+        assert answer.status_code == 200, answer.text
+        assert bound["key"] not in answer.text
+        exported = {key["id"]: key for key in answer.json()["api_keys"]}
+        assert len(exported) == 2, path
+        entry = exported[bound["id"]]
+        assert entry["scope"] == "agent" and entry["agent_email"] == bot, path
+        assert entry["expires_at"] == "2999-01-01T00:00:00Z", path
+        (account_key,) = (key for key in exported.values() if key["id"] != bound["id"])
+        assert account_key["scope"] == "account", path
+        assert account_key.get("agent_email") is None and account_key.get("expires_at") is None

@@ -370,6 +370,16 @@ class NewApiKey(ApiKey):
     key: str = Field(pattern=r"^e2a_[0-9a-f]{64}$")
 
 
+class ExportedApiKey(ApiKey):
+    """An API key in the export: its metadata, what it reaches (`scope`, and for an agent
+    key `agent_email`, the address of the agent it is bound to while that agent is there)
+    and until when it works (`expires_at`; null: never)."""
+
+    scope: Literal["account", "agent"]
+    agent_email: str | None
+    expires_at: Timestamp | None
+
+
 class ApiKeyList(ResponseBody):
     """`GET /users/me/api-keys`."""
 
@@ -478,7 +488,7 @@ class UserExport(ResponseBody):
     user: ExportedUser
     agents: list[ExportedAgent]
     domains: list[ExportedDomain]
-    api_keys: list[ApiKey]
+    api_keys: list[ExportedApiKey]
     signing_secrets: list[SigningSecret]
     messages: list[ExportedMessage]
 

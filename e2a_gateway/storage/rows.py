@@ -926,6 +926,9 @@ def user_export(
                 "created_at": key.created_at,
                 "last_used_at": key.last_used_at,
                 "revoked_at": key.revoked_at,
+                "scope": key.scope,
+                "agent_email": key.agent_email,
+                "expires_at": key.expires_at,
             }
         )
     signing_secrets = [
