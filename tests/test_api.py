@@ -392,6 +392,35 @@ async def test_api_keys_create_list_revoke(make_account: Any, anonymous: httpx.A
     assert_error(await alice.http.delete(f"/api/v1/users/me/api-keys/{key_id}"), 404, "not_found")
 
 
+async def test_the_key_list_says_what_each_key_reaches_and_until_when(
+    make_account: Any, anonymous: httpx.AsyncClient
+) -> None:
+    """A key made over `/v1` may be bound to one agent or expire; listed here, it must not
+    pass for a key of the whole account that never expires (an expired one is refused)."""
+    alice: Account = await make_account("alice@example.com")
+    made = await alice.http.post("/api/v1/agents", json={"slug": "bot", "agent_mode": "local"})
+    assert made.status_code == 201, made.text
+    bot = made.json()["email"]
+    bound = await alice.http.post(
+        "/v1/account/api-keys",
+        json={"scope": "agent", "agent_email": bot, "expires_at": "2999-01-01T00:00:00Z"},
+    )
+    assert bound.status_code == 201, bound.text
+    listed = {
+        k["id"]: k for k in (await alice.http.get("/api/v1/users/me/api-keys")).json()["api_keys"]
+    }
+    entry = listed[bound.json()["id"]]
+    assert (entry["scope"], entry["agent_email"], entry["expires_at"]) == (
+        "agent",
+        bot,
+        "2999-01-01T00:00:00Z",
+    )
+    created = await alice.http.post("/api/v1/users/me/api-keys", json={"name": "laptop"})
+    assert created.status_code == 201
+    assert (created.json()["scope"], created.json()["agent_email"]) == ("account", None)
+    assert created.json()["expires_at"] is None
+
+
 async def test_unknown_route_and_method_are_json(make_account: Any) -> None:
     alice: Account = await make_account("alice@example.com")
     assert_error(await alice.http.get("/api/v1/nothing-here"), 404, "not_found")

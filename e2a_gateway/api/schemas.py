@@ -354,7 +354,9 @@ class SigningSecretList(ResponseBody):
 
 
 class ApiKey(ResponseBody):
-    """An API key's metadata (its prefix only)."""
+    """An API key's metadata (its prefix only): what it reaches (`scope`, and for an agent
+    key `agent_email`, the address of the agent it is bound to while that agent is there) and
+    until when it works (`expires_at`; null: never)."""
 
     id: str
     name: str
@@ -362,22 +364,15 @@ class ApiKey(ResponseBody):
     created_at: Timestamp
     last_used_at: Timestamp | None
     revoked_at: Timestamp | None
+    scope: Literal["account", "agent"]
+    agent_email: str | None
+    expires_at: Timestamp | None
 
 
 class NewApiKey(ApiKey):
     """201 from creating an API key: the only answer that holds `key`."""
 
     key: str = Field(pattern=r"^e2a_[0-9a-f]{64}$")
-
-
-class ExportedApiKey(ApiKey):
-    """An API key in the export: its metadata, what it reaches (`scope`, and for an agent
-    key `agent_email`, the address of the agent it is bound to while that agent is there)
-    and until when it works (`expires_at`; null: never)."""
-
-    scope: Literal["account", "agent"]
-    agent_email: str | None
-    expires_at: Timestamp | None
 
 
 class ApiKeyList(ResponseBody):
@@ -488,7 +483,7 @@ class UserExport(ResponseBody):
     user: ExportedUser
     agents: list[ExportedAgent]
     domains: list[ExportedDomain]
-    api_keys: list[ExportedApiKey]
+    api_keys: list[ApiKey]
     signing_secrets: list[SigningSecret]
     messages: list[ExportedMessage]
 

@@ -42,22 +42,16 @@ async def _credentials_page(
 
 
 def _key_row(key: ApiKey, now: str) -> dict[str, Any]:
-    """An API key as the Keys page lists it: its metadata, what it reaches (`agent_email`
-    for a key bound to one agent), until when it works, and its `state`: `revoked`,
-    `expired` (refused like a revoked key) or `active`."""
+    """An API key as the Keys page lists it: its metadata (what it reaches and until when
+    included) and its `state`: `revoked`, `expired` (refused like a revoked key) or
+    `active`."""
     if key.revoked_at:
         state = "revoked"
     elif key.expired(now):
         state = "expired"
     else:
         state = "active"
-    return {
-        **api_key_view(key),
-        "scope": key.scope,
-        "agent_email": key.agent_email,
-        "expires_at": key.expires_at,
-        "state": state,
-    }
+    return {**api_key_view(key), "state": state}
 
 
 @blueprint.get("/credentials")

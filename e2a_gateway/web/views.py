@@ -88,7 +88,9 @@ def signing_secret_view(secret: SigningSecret) -> dict[str, Any]:
 
 
 def api_key_view(key: ApiKey) -> dict[str, Any]:
-    """An API key's metadata (prefix only)."""
+    """An API key's metadata (prefix only): what it reaches (`scope`, and for an agent key
+    `agent_email`, its agent's address while that agent is there) and until when it works
+    (`expires_at`; None: never)."""
     return {
         "id": key.id,
         "name": key.name,
@@ -96,6 +98,9 @@ def api_key_view(key: ApiKey) -> dict[str, Any]:
         "created_at": key.created_at,
         "last_used_at": key.last_used_at,
         "revoked_at": key.revoked_at,
+        "scope": key.scope,
+        "agent_email": key.agent_email,
+        "expires_at": key.expires_at,
     }
 
 
