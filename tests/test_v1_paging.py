@@ -328,3 +328,63 @@ async def test_a_lifecycle_paged_while_delivery_progresses_gives_each_step_once_
     for recipient in recipients[:2]:
         assert ("delivery", "bounced", recipient) in outcomes, outcomes
         assert ("suppression", "applied", recipient) in outcomes, outcomes
+
+
+async def test_a_conversation_whose_latest_message_is_trashed_is_not_given_again(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """Conversation x holds the newest message, then y; paging one at a time, x comes first.
+    Its newest message then goes to the trash: x keeps its place behind the cursor, so the
+    next pages give y alone, never x a second time, while x stays listed (its older message is
+    live) with the counts and preview of its live mail."""
+    account: Account = await make_account("pager@example.com")
+    agent = await create_agent(account, "bot")
+    messages = f"/v1/agents/{quote(agent, safe='')}/messages"
+    conversations = f"/v1/agents/{quote(agent, safe='')}/conversations"
+
+    async def send(subject: str, conversation_id: str | None = None) -> str:
+        body = {"to": ["peer@example.net"], "subject": subject, "text": "Hello"}
+        body |= {"conversation_id": conversation_id} if conversation_id else {}
+        answer = await account.http.post(messages, json=body)
+        assert answer.status_code in (200, 202), answer.text
+        message_id: str = answer.json()["message_id"]
+        return message_id
+
+    first = await send("x first")
+    shown = await account.http.get(f"{messages}/{first}")
+    assert shown.status_code == 200, shown.text
+    x = shown.json()["conversation_id"]
+    await send("y only")
+    latest = await send("x latest", x)
+
+    page = await account.http.get(conversations, params={"limit": 1})
+    assert page.status_code == 200, page.text
+    assert [row["id"] for row in page.json()["items"]] == [x]
+    seen = [x]
+
+    async def trashed() -> bool:
+        answer = await account.http.delete(f"{messages}/{latest}")
+        if answer.status_code == 409 and answer.json()["error"]["code"] == "send_in_progress":
+            return False
+        assert answer.status_code == 200, answer.text
+        return True
+
+    await wait_until(trashed)
+
+    cursor = page.json()["next_cursor"]
+    for _ in range(5):  # bounded: two conversations, a page each at most
+        if cursor is None:
+            break
+        page = await account.http.get(conversations, params={"limit": 1, "cursor": cursor})
+        assert page.status_code == 200, page.text
+        seen.extend(row["id"] for row in page.json()["items"])
+        cursor = page.json()["next_cursor"]
+    assert cursor is None
+    assert len(seen) == 2 and seen[0] == x and seen[1] != x, f"x given twice: {seen}"
+
+    listed = await account.http.get(conversations, params={"limit": 100})
+    assert listed.status_code == 200, listed.text
+    rows = {row["id"]: row for row in listed.json()["items"]}
+    assert set(rows) == set(seen)
+    assert rows[x]["message_count"] == 1
+    assert rows[x]["latest_subject"] == "x first"

@@ -730,7 +730,9 @@ class FiledMessage:
 @dataclass(frozen=True)
 class ConversationSummary:
     """A thread of an agent's live messages sharing a `conversation_id`: its span, counts,
-    whether any inbound message is unread, and its newest message's subject and sender."""
+    whether any inbound message is unread, and its newest message's subject and sender;
+    `last_seq`, the position it is listed and paged by, is that of its newest message live or
+    in the trash (trashing a message does not move its conversation back)."""
 
     id: str
     first_message_at: str

@@ -51,20 +51,35 @@ UNSETTLED = (
 )
 """Outbound mail not yet handed on that may still be reviewed or sent: it stays out of the
 trash (held for review, or with a send job outstanding)."""
+LIVE = "deleted_at IS NULL"
+"""Condition on `messages`: not in the trash."""
 CONVERSATIONS = (
-    "SELECT conversation_id, MIN(created_at) AS first_at, MAX(created_at) AS last_at, "
-    "COUNT(*) AS total, "
-    f"SUM(CASE WHEN direction = '{INBOUND}' THEN 1 ELSE 0 END) AS inbound, "
-    f"SUM(CASE WHEN direction = '{INBOUND}' AND status = '{UNREAD}' THEN 1 ELSE 0 END) "
-    "AS unread, MAX(seq) AS last_seq FROM messages "
-    "WHERE user_id = ? AND agent_email = ? AND conversation_id IS NOT NULL "
-    "AND deleted_at IS NULL AND hold IS NULL"
+    f"SELECT conversation_id, MIN(CASE WHEN {LIVE} THEN created_at END) AS first_at, "
+    f"MAX(CASE WHEN {LIVE} THEN created_at END) AS last_at, "
+    f"SUM(CASE WHEN {LIVE} THEN 1 ELSE 0 END) AS total, "
+    f"SUM(CASE WHEN {LIVE} AND direction = '{INBOUND}' THEN 1 ELSE 0 END) AS inbound, "
+    f"SUM(CASE WHEN {LIVE} AND direction = '{INBOUND}' AND status = '{UNREAD}' THEN 1 ELSE 0 END) "
+    f"AS unread, MAX(CASE WHEN {LIVE} THEN seq END) AS latest_seq, MAX(seq) AS last_seq "
+    "FROM messages WHERE user_id = ? AND agent_email = ? AND conversation_id IS NOT NULL "
+    "AND hold IS NULL"
 )
-"""Per conversation of an agent's live mail: span, counts, unread inbound, newest position."""
+"""Per conversation of an agent's mail: span, counts and unread inbound of its live mail, the
+position of its newest live message, and its place: the position of its newest message live
+or trashed (trashing a conversation's newest message while a client pages must not move the
+conversation back behind the cursor, where it would be given again)."""
 CONVERSATION_COLUMNS = (
     "c.conversation_id, c.first_at, c.last_at, c.total, c.inbound, c.unread, "
     "l.subject, l.from_addr, c.last_seq"
 )
+
+
+def _conversations(condition: str = "") -> str:
+    """`FROM` the agent's conversations that hold live mail (`CONVERSATIONS`, further limited
+    by `condition` on `messages`), each with its newest live message as `l`, up to `WHERE`."""
+    return (
+        f"FROM ({CONVERSATIONS}{condition} GROUP BY conversation_id) c "
+        "JOIN messages_with_content l ON l.seq = c.latest_seq WHERE c.total > 0"
+    )
 
 
 def _like(text: str) -> str:
@@ -354,11 +369,9 @@ class MailboxSql(Runner):
         limit: int,
         before_seq: int | None,
     ) -> list[ConversationSummary]:
-        """Conversations of the agent's live mail, most recently active first."""
-        query = (
-            f"SELECT {CONVERSATION_COLUMNS} FROM ({CONVERSATIONS} GROUP BY conversation_id) c "
-            "JOIN messages_with_content l ON l.seq = c.last_seq WHERE 1 = 1"
-        )
+        """Conversations of the agent's live mail, most recently active first: in the order of
+        their place (`CONVERSATIONS`), which trashing a message never lowers."""
+        query = f"SELECT {CONVERSATION_COLUMNS} {_conversations()}"
         params: list[Any] = [user_id, agent_email]
         for condition, value in (
             ("c.last_at >= ?", since),
@@ -380,8 +393,7 @@ class MailboxSql(Runner):
 
         def read(tx: Transaction) -> tuple[ConversationSummary, list[FiledMessage]] | None:
             row = tx.first(
-                f"SELECT {CONVERSATION_COLUMNS} FROM ({CONVERSATIONS} AND conversation_id = ? "
-                "GROUP BY conversation_id) c JOIN messages_with_content l ON l.seq = c.last_seq",
+                f"SELECT {CONVERSATION_COLUMNS} {_conversations(' AND conversation_id = ?')}",
                 (user_id, agent_email, conversation_id),
             )
             if row is None:
