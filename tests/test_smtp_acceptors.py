@@ -33,7 +33,7 @@ from e2a_gateway.inbound.pipeline import Arrival, InboundMailSink
 from e2a_gateway.metrics import Metrics
 from e2a_gateway.outbound.return_path import return_path_for, return_path_key
 from e2a_gateway.signing.reply_tokens import generate_reply_token
-from e2a_gateway.smtp.server import MessageNotStored
+from e2a_gateway.smtp.server import MessageNotStored, SenderNotYetAuthenticated
 from e2a_gateway.storage.base import ReplyToken
 from e2a_gateway.storage.group_commit import GroupCommitter
 from e2a_gateway.storage.new_inbound import NewInboundMessage
@@ -271,6 +271,21 @@ async def test_a_commit_that_fails_in_the_main_process_is_451(
     await start_pool(nursery, main, failing)
     replies = await smtp_dialogue(main.port)
     assert replies[-2].startswith(b"451 4.3.0"), replies
+
+
+async def test_a_sender_to_authenticate_again_is_451_4_7_0_through_an_acceptor(
+    main: Main, nursery: trio.Nursery
+) -> None:
+    """The main process's word that a listed sender's authentication met a temporary error
+    reaches the acceptor's client as such, not as a storage failure."""
+    await add_agent(main)
+
+    async def deferring(arrival: Arrival, addresses: list[str]) -> str:
+        raise SenderNotYetAuthenticated("DMARC temperror for a listed sender")
+
+    await start_pool(nursery, main, deferring)
+    replies = await smtp_dialogue(main.port)
+    assert replies[-2].startswith(b"451 4.7.0"), replies
 
 
 async def test_an_agents_blocking_gate_quarantines_through_an_acceptor(

@@ -644,6 +644,37 @@ async def test_a_blocking_gate_accepts_then_quarantines_and_logs_email_blocked(
     assert await inbox_subjects(owner, BOT) == ["Partner"]
 
 
+@pytest.mark.parametrize("action", ["block", "review"])
+async def test_a_listed_sender_whose_dmarc_check_met_dns_trouble_is_deferred_not_screened(
+    running: RunningGateway, owner: Account, resolver: FixtureResolver, action: str
+) -> None:
+    """A listed sender whose From could not be authenticated for now (its DMARC record's lookup
+    failed: `temperror`) is answered 451, nothing stored, so its retry is judged once DNS
+    answers: a blocking gate would quarantine it for good, a reviewing one hold it for a
+    human, though the sender is one the gate trusts. A sender the gate would not pass even
+    authenticated is screened at once, DNS or not."""
+    inbound = {"policy": "allowlist", "allowlist": ["trusted@example.org"], "action": action}
+    await protect(owner, BOT, protection(inbound=inbound))
+    resolver.failing.add("_dmarc.example.org")
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        await send(running, "trusted@example.org", letter("trusted@example.org", "Trusted"))
+    assert refused.value.smtp_code == 451, refused.value
+    assert b"4.7.0" in refused.value.smtp_error
+    database = running.gateway.settings.database.url
+    assert query(database, "SELECT count(*) FROM messages") == [(0,)]
+    assert query(database, "SELECT count(*) FROM events") == [(0,)]
+    # a sender the gate does not list is screened as before: DNS would not change its fate
+    await send(running, "alice@example.org", letter("alice@example.org", "Stranger"))
+    assert await inbox_subjects(owner, BOT) == []
+    assert query(database, "SELECT count(*) FROM messages") == [(1,)]
+
+    resolver.failing.clear()  # DNS answers again: the sender's retry is authenticated
+    await send(running, "trusted@example.org", letter("trusted@example.org", "Trusted"))
+    assert await inbox_subjects(owner, BOT) == ["Trusted"]
+    held = [item["subject"] for item in await queue(owner)]
+    assert held == (["Stranger"] if action == "review" else [])
+
+
 async def test_the_api_v1_websocket_hears_of_held_mail_only_once_it_is_approved(
     running: RunningGateway, owner: Account
 ) -> None:

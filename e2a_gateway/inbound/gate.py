@@ -54,6 +54,18 @@ def aligned_from(from_addr: str, auth: AuthResults) -> str | None:
     return address if authenticated else None
 
 
+def awaits_authentication(agent: Agent, from_addr: str, auth: AuthResults) -> bool:
+    """Whether the agent's gate keeps the message from it (held or blocked) only for want of
+    an authentication that failed for now: DMARC met a temporary error (DNS) and the From,
+    once authenticated, would pass. Such a message is better deferred (the sender retries)
+    than screened on a check a retry may pass."""
+    if auth.dmarc != "temperror" or agent.inbound_gate_policy == "open":
+        return False
+    if agent.inbound_gate_action not in ("review", "block"):
+        return False
+    return gate_verdict(agent, from_addr.strip().lower() or None).outcome == "deliver"
+
+
 def gate_verdict(agent: Agent, sender: str | None) -> GateVerdict:
     """The agent's gate on a message whose authenticated From address is `sender` (lowercased;
     None when the From is not authenticated)."""

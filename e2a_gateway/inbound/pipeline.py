@@ -25,7 +25,7 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.hub import Hub
 from e2a_gateway.ids import new_id, new_ids
 from e2a_gateway.inbound.approval_replies import ApprovalReplies
-from e2a_gateway.inbound.gate import aligned_from, gate_verdict
+from e2a_gateway.inbound.gate import aligned_from, awaits_authentication, gate_verdict
 from e2a_gateway.inbound.identity import copies_claim, delivered_message, produced_here
 from e2a_gateway.inbound.not_stored import not_stored
 from e2a_gateway.inbound.parse import HeaderSummary, attachments_of, summarise_headers
@@ -50,7 +50,7 @@ from e2a_gateway.mailauth.results import AuthResults, without_results_of
 from e2a_gateway.signing.credentials import derive_signing_secret
 from e2a_gateway.signing.identity import body_hash
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
-from e2a_gateway.smtp.server import MessageNotStored, RecipientVerdict
+from e2a_gateway.smtp.server import MessageNotStored, RecipientVerdict, SenderNotYetAuthenticated
 from e2a_gateway.storage.base import (
     Agent,
     ConversationClaim,
@@ -321,9 +321,20 @@ class InboundMailSink:
         return await self._store_copies(arrival, copies)
 
     async def _store_copies(self, arrival: Arrival, copies: list[tuple[Agent, str]]) -> str:
-        authenticated = aligned_from(arrival.headers.from_addr, arrival.auth)
+        from_addr = arrival.headers.from_addr
+        waiting = [
+            agent.email
+            for agent, _ in copies
+            if awaits_authentication(agent, from_addr, arrival.auth)
+        ]
+        if waiting:  # a retry may pass the gate of a listed sender: nothing is stored now
+            raise SenderNotYetAuthenticated(
+                f"the From could not be authenticated for now (DMARC temperror) and the gates "
+                f"of {', '.join(waiting)} pass it only authenticated"
+            )
+        authenticated = aligned_from(from_addr, arrival.auth)
         verdicts = [gate_verdict(agent, authenticated) for agent, _ in copies]
-        sender = arrival.headers.from_addr
+        sender = from_addr
         sender_is_agent = (
             arrival.from_here and await self._gateway.storage.find_agent(sender) is not None
         )

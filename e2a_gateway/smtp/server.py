@@ -50,6 +50,7 @@ __all__ = [
     "MailSink",
     "MessageNotStored",
     "RecipientVerdict",
+    "SenderNotYetAuthenticated",
     "SmtpObserver",
     "StorageFull",
     "TlsFileError",
@@ -90,6 +91,12 @@ class StorageFull(MessageNotStored):
     """The sink could not commit a message because its storage took no more (the database's
     disk is full); the client is told so and to try again later (452 4.3.1, as RFC 3463's
     "mail system full" and Postfix's "Insufficient system storage")."""
+
+
+class SenderNotYetAuthenticated(MessageNotStored):
+    """The sink would not take a message as its sender's authentication stands now, which a
+    temporary error (DNS) decided and a later check may not: the client is told to try again
+    later (451 4.7.0), nothing stored."""
 
 
 class MailSink(Protocol):
@@ -776,6 +783,8 @@ class _ClientConnection:
             logger.warning("SMTP client %s: message not stored: %s", self.peer, error)
             if isinstance(error, StorageFull):
                 reply = (452, "4.3.1", "Insufficient system storage, try again later")
+            elif isinstance(error, SenderNotYetAuthenticated):
+                reply = (451, "4.7.0", "Sender authentication failed for now, try again later")
         except Exception:
             logger.exception("SMTP client %s: storing a message failed", self.peer)
         else:
