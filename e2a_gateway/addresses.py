@@ -257,12 +257,17 @@ def check_u_labels(address: str, domain: str) -> None:
 def comparable_address(address: str) -> str:
     """`address` in the one form gates compare (an allowlist entry, a sender, a recipient): its
     local part lowercased, its domain as A-labels (`a_label_domain`), so `Friend@Bücher.example`
-    and `friend@xn--bcher-kva.example` are one. Raises AddressError when it is no
-    `local@domain` (an empty or bracketed local part, spaces, an invalid domain)."""
+    and `friend@xn--bcher-kva.example` are one, and a local part quoted though it need not be
+    without its quotes, so `"friend"@example.org` is `friend@example.org` (RFC 5321 section
+    4.1.2: the same local part). Raises AddressError when it is no `local@domain` (an empty or
+    bracketed local part, spaces, an invalid domain)."""
     local, sep, domain = address.strip().rpartition("@")
     if not sep or not local or any(c.isspace() or c in "<>@" for c in local):
         raise AddressError(f"{_shown(address)} is not an email address")
-    return f"{local.lower()}@{normalise_domain(domain)}"
+    local = local.lower()
+    if len(local) > 2 and local[0] == local[-1] == '"' and _LOCAL_PATTERN.match(local[1:-1]):
+        local = local[1:-1]
+    return f"{local}@{normalise_domain(domain)}"
 
 
 def comparable_entry(entry: str) -> str:

@@ -13,6 +13,7 @@ from e2a_gateway.addresses import (
     AddressError,
     Mailbox,
     a_label_domain,
+    comparable_address,
     format_mailbox,
     normalise_address,
     normalise_domain,
@@ -257,3 +258,20 @@ def test_a_recipient_that_is_no_valid_address_is_refused_saying_why(
 def test_an_agent_address_stays_plain_ascii() -> None:
     with pytest.raises(AddressError, match="an agent's address is plain ASCII"):
         normalise_address("josé@example.com")
+
+
+@pytest.mark.parametrize(
+    ("address", "compared"),
+    [
+        ('"Friend"@Example.org', "friend@example.org"),
+        ('"first.last"@example.org', "first.last@example.org"),
+        ("friend@example.org.", "friend@example.org"),
+        ('"a..b"@example.org', '"a..b"@example.org'),  # no atom: the quotes are needed
+        ('"a\\b"@example.org', '"a\\b"@example.org'),
+        ('""@example.org', '""@example.org'),
+    ],
+)
+def test_gates_compare_a_needlessly_quoted_local_part_as_its_atom(
+    address: str, compared: str
+) -> None:
+    assert comparable_address(address) == compared

@@ -644,6 +644,25 @@ async def test_a_blocking_gate_accepts_then_quarantines_and_logs_email_blocked(
     assert await inbox_subjects(owner, BOT) == ["Partner"]
 
 
+async def test_a_listed_address_written_as_a_quoted_string_passes_the_gate(
+    running: RunningGateway, owner: Account
+) -> None:
+    """`"trusted"@example.org` is the mailbox `trusted@example.org` (RFC 5321 section 4.1.2: a
+    quoted string and the atom of the same characters are one local part): an allowlist naming
+    it passes mail whose From quotes it, and an entry written quoted matches the plain From."""
+    inbound = {"policy": "allowlist", "allowlist": ["trusted@example.org"], "action": "review"}
+    await protect(owner, BOT, protection(inbound=inbound))
+    await send(running, "trusted@example.org", letter('"Trusted"@example.org', "Quoted"))
+    quoted = {**inbound, "allowlist": ['"friend.one"@example.org']}
+    answer = await protect(owner, BOT, protection(inbound=quoted))
+    assert answer["inbound"]["gate"]["allowlist"] == ["friend.one@example.org"]
+    await send(running, "friend.one@example.org", letter("friend.one@example.org", "Plain"))
+    # a quoted string that is no atom (here: an @ in it) stays another local part
+    await send(running, "x@example.org", letter('"friend.one@example.org"@example.org', "Odd"))
+    assert sorted(await inbox_subjects(owner, BOT)) == ["Plain", "Quoted"]
+    assert [item["subject"] for item in await queue(owner)] == ["Odd"]
+
+
 @pytest.mark.parametrize("action", ["block", "review"])
 async def test_a_listed_sender_whose_dmarc_check_met_dns_trouble_is_deferred_not_screened(
     running: RunningGateway, owner: Account, resolver: FixtureResolver, action: str
