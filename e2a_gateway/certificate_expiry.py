@@ -1,8 +1,9 @@
-"""When the STARTTLS certificate expires, and what to tell the operator about it.
+"""When the STARTTLS certificate expires, whom it names, and what to tell the operator.
 
 `read_certificate` reads the names and notAfter of a PEM file's first certificate (the
 server's own, ahead of its chain); `expiry_notice` says, from those facts and the time, what
-to log. Nothing here reads the key, opens sockets or logs.
+to log, and `name_notice` whether the certificate names the MX host. Nothing here reads the
+key, opens sockets or logs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from e2a_gateway.addresses import a_label_domain
 from e2a_gateway.clock import format_timestamp
 
 if TYPE_CHECKING:
@@ -97,3 +99,31 @@ def expiry_notice(
     days = int(left // SECONDS_PER_DAY)
     when = f"{days} days" if days > 1 else "1 day" if days == 1 else f"{int(left // 3600)} hours"
     return logging.WARNING, f"{subject} expires at {expires} (in {when}) — {fix}"
+
+
+def name_notice(served: CertificateFacts, hostname: str) -> str | None:
+    """The warning to log when the certificate `served` does not name `hostname` (smtp.hostname,
+    the MX name) as a sending server checking it would (RFC 6125: exact, case-insensitive, or
+    a wildcard standing for the leftmost label alone); None when it does."""
+    try:
+        wanted = a_label_domain(hostname)
+    except ValueError:
+        wanted = hostname.lower()
+    if any(_name_matches(name, wanted) for name in served.names):
+        return None
+    return (
+        f"smtp.tls_cert {served.path}: the STARTTLS certificate is for "
+        f"{', '.join(served.names)}, not for smtp.hostname {hostname} — it is served all the "
+        "same, but sending servers that check it (MTA-STS, DANE) refuse it and do not deliver; "
+        "give the MX host a certificate for its name, or set smtp.hostname to the name the MX "
+        "record names"
+    )
+
+
+def _name_matches(name: str, hostname: str) -> bool:
+    """True when the certificate name `name` stands for the A-label `hostname`."""
+    name = name.lower().removesuffix(".")
+    if name.startswith("*."):
+        first, _, rest = hostname.partition(".")
+        return bool(first) and rest == name[2:]
+    return name == hostname

@@ -23,6 +23,7 @@ from e2a_gateway.certificate_expiry import (
     WARNING_SECONDS,
     CertificateFacts,
     expiry_notice,
+    name_notice,
     read_certificate,
 )
 from e2a_gateway.clock import format_timestamp
@@ -191,6 +192,52 @@ async def test_a_renewed_file_is_served_after_a_restart_and_the_warning_says_so(
         await wait_until(partial(gauge_is, running, renewed.timestamp()))
         assert logged(caplog, logging.WARNING) == []
         nursery.cancel_scope.cancel()
+
+
+async def test_a_certificate_that_does_not_name_the_mx_host_is_warned_about_at_start(
+    tmp_path: Path, ca: trustme.CA, caplog: pytest.LogCaptureFixture, nursery: trio.Nursery
+) -> None:
+    """A certificate for another name (the web site's, say) is served all the same, but a
+    sending server that checks it (MTA-STS, DANE) refuses it and does not deliver: the start
+    says which names it holds and which one it should."""
+    caplog.set_level(logging.INFO, logger="e2a")
+    issued = ca.issue_cert("www.agents.test", "agents.test")
+    cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(key))
+    await start(nursery, tls_settings(tmp_path, cert, key))
+
+    [warning] = logged(caplog, logging.WARNING)
+    message = warning.getMessage()
+    assert message.startswith(
+        f"smtp.tls_cert {cert}: the STARTTLS certificate is for www.agents.test, agents.test, "
+        f"not for smtp.hostname {HOST}"
+    )
+    assert "MTA-STS" in message
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize(
+    ("names", "hostname", "matches"),
+    [
+        (("mx.agents.test",), "mx.agents.test", True),
+        (("MX.Agents.Test",), "mx.agents.test", True),
+        (("other.test", "mx.agents.test"), "MX.agents.test", True),
+        (("*.agents.test",), "mx.agents.test", True),
+        (("*.agents.test",), "agents.test", False),
+        (("*.agents.test",), "a.mx.agents.test", False),
+        (("agents.test",), "mx.agents.test", False),
+        (("192.0.2.1",), "mx.agents.test", False),
+        (("xn--bcher-kva.test",), "b\u00fccher.test", True),
+    ],
+)
+def test_the_mx_host_must_be_among_the_certificate_names(
+    names: tuple[str, ...], hostname: str, matches: bool
+) -> None:
+    notice = name_notice(_facts(Path("/etc/e2a/cert.pem"), NOW, names), hostname)
+    assert (notice is None) is matches
+    if notice is not None:
+        assert f"not for smtp.hostname {hostname}" in notice
 
 
 def _facts(path: Path, not_after: datetime, names: tuple[str, ...] = (HOST,)) -> CertificateFacts:

@@ -3,7 +3,7 @@ has, and keeps its expiry in `/metrics`, at start and then every CHECK_INTERVAL_
 
 It watches the certificate the SMTP listener serves, read when the gateway started (a renewed
 file is served only after a restart); it reads the file again only to say so. It never reads
-the key.
+the key. At start it also warns when the certificate does not name smtp.hostname.
 """
 
 from __future__ import annotations
@@ -14,7 +14,12 @@ from collections.abc import Callable
 
 import trio
 
-from e2a_gateway.certificate_expiry import CertificateFacts, expiry_notice, read_certificate
+from e2a_gateway.certificate_expiry import (
+    CertificateFacts,
+    expiry_notice,
+    name_notice,
+    read_certificate,
+)
 from e2a_gateway.config import Settings
 from e2a_gateway.gateway import Gateway
 
@@ -26,12 +31,13 @@ CHECK_INTERVAL_SECONDS = 86_400.0
 def served_certificate(settings: Settings) -> CertificateFacts | None:
     """The facts of the STARTTLS certificate `smtp.tls_cert` names, read as the listener loads
     it; None when there is none, or when its expiry cannot be read (logged: the gateway serves
-    it all the same)."""
+    it all the same). A certificate that does not name smtp.hostname is warned about here,
+    once: its names do not change until a restart."""
     path = settings.smtp.tls_cert
     if path is None:
         return None
     try:
-        return read_certificate(path)
+        facts = read_certificate(path)
     except (ValueError, OSError) as exc:
         log.warning(
             "smtp.tls_cert %s: cannot read the certificate's expiry (%s) — it will not be "
@@ -40,6 +46,10 @@ def served_certificate(settings: Settings) -> CertificateFacts | None:
             exc,
         )
         return None
+    mismatch = name_notice(facts, settings.smtp.hostname)
+    if mismatch is not None:
+        log.warning("%s", mismatch)
+    return facts
 
 
 class CertificateWatch:
