@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import smtplib
 import socket
 import ssl
@@ -1166,6 +1167,68 @@ async def test_a_stalled_handshake_is_ended_after_the_idle_timeout(
         _, data_reply = await send_mail(port, ["alice@agents.test"])
     assert data_reply == (250, b"2.0.0 Ok: queued as msg_1")
     assert "end=TLS handshake timed out after 0.5 s" in caplog.text
+
+
+def old_tls_client(version: ssl.TLSVersion) -> ssl.SSLContext:
+    """A client that speaks `version` alone (OpenSSL's security level lowered to let it)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    context.minimum_version = context.maximum_version = version
+    return context
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1], ids=["TLSv1", "TLSv1.1"]
+)
+async def test_tls_before_1_2_is_refused_and_the_session_slot_freed(
+    nursery: trio.Nursery,
+    sink: MemorySink,
+    server_tls: ssl.SSLContext,
+    client_tls: ssl.SSLContext,
+    caplog: pytest.LogCaptureFixture,
+    version: ssl.TLSVersion,
+) -> None:
+    """STARTTLS takes TLS 1.2 and 1.3 only: an older client's handshake fails, the log says so
+    in one line (no traceback), and the client's one session slot is free again at once."""
+    caplog.set_level(logging.INFO, logger="e2a.smtp")
+    limits = ListenerLimits(max_sessions_per_ip=1)
+    port = await start_server(nursery, sink, tls=server_tls, limits=limits)
+    with trio.fail_after(TIMEOUT):
+        with pytest.raises(trio.BrokenResourceError):
+            await tls_client(port, old_tls_client(version), b"")
+        await wait_for_log(caplog, "end=TLS handshake failed")
+        offered, reply = await trio.to_thread.run_sync(
+            smtplib_over_tls, port, client_tls, b"Subject: hi\r\n\r\nhi\r\n"
+        )
+    assert offered and reply == (250, b"2.0.0 Ok: queued as msg_1")
+    [failed] = [r for r in caplog.records if "TLS handshake failed" in r.getMessage()]
+    assert "unsupported protocol" in failed.getMessage()
+    assert failed.exc_info is None
+    assert "tls=TLSv1.3" in caplog.text
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl program")
+async def test_a_client_cannot_renegotiate(
+    tls_port: int, sink: MemorySink, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A TLS 1.2 client asking to renegotiate (a handshake's CPU for the server at each ask,
+    without a new connection) is refused: the session ends, no command after it is run."""
+    caplog.set_level(logging.INFO, logger="e2a.smtp")
+    script = "sleep 1; printf 'R\\n'; sleep 1; printf 'NOOP\\r\\n'; sleep 1"
+    command = (
+        f"({script}) | openssl s_client -connect 127.0.0.1:{tls_port} -starttls smtp -tls1_2 -crlf"
+    )
+    with trio.fail_after(TIMEOUT):
+        done = await trio.run_process(
+            command, shell=True, capture_stdout=True, capture_stderr=True, check=False
+        )
+        await wait_for_log(caplog, "tls=TLSv1.2")
+    assert b"RENEGOTIATING" in done.stderr  # the client did ask
+    assert b"250 2.0.0 Ok" not in done.stdout + done.stderr
+    assert "end=connection lost" in caplog.text
 
 
 def test_unusable_certificate_files_are_named(tmp_path: Path) -> None:
