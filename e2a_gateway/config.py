@@ -176,8 +176,9 @@ def _nameserver_port(server: str, text: str) -> int:
 
 
 def relay_host(value: str) -> str:
-    """`outbound_smtp.host` checked: a host name or IP address (an IPv6 one may come in
-    brackets, which are dropped), or empty for no relay; raise ValueError saying what to write
+    """`outbound_smtp.host` checked: a host name (a trailing dot, its absolute form, dropped)
+    or IP address (an IPv6 one may come in brackets, which are dropped), or empty for no
+    relay; raise ValueError saying what to write
     when it holds a scheme, a port or anything else that names no host."""
     host = value.strip()
     scheme, sep, rest = host.partition("://")
@@ -201,7 +202,15 @@ def relay_host(value: str) -> str:
         raise ValueError(f'write host = "{name.strip("[]")}" and port = {port} apart')
     if any(character.isspace() or character in "/@:[]" for character in host):
         raise ValueError("expected the relay's host name or IP address, such as smtp.example.com")
-    return host
+    # The absolute form (`smtp.example.com.`, as zone files and dig write it) names the same
+    # host; with its dot it would be checked against the certificate and sent as SNI.
+    name = host.removesuffix(".")
+    if host and "" in name.split("."):
+        raise ValueError(
+            f"{host!r} has an empty label (two dots together, or a dot alone): expected the "
+            "relay's host name, such as smtp.example.com"
+        )
+    return name
 
 
 DKIM_SELECTOR_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")

@@ -646,6 +646,7 @@ def test_a_secret_file_is_read_once_when_the_settings_are_made(tmp_path: Path) -
     ("written", "host"),
     [
         ("smtp.example.com", "smtp.example.com"),
+        ("smtp.example.com.", "smtp.example.com"),
         ("192.0.2.10", "192.0.2.10"),
         ("2001:db8::25", "2001:db8::25"),
         ("[2001:db8::25]", "2001:db8::25"),
@@ -655,6 +656,14 @@ def test_a_secret_file_is_read_once_when_the_settings_are_made(tmp_path: Path) -
 def test_a_relay_host_name_or_address_is_taken(written: str, host: str) -> None:
     settings = load_settings(None, environ={"E2A_OUTBOUND_SMTP_HOST": written})
     assert settings.outbound_smtp.host == host
+
+
+@pytest.mark.parametrize("written", [".", "smtp.example.com..", "smtp..example.com"])
+def test_a_relay_host_with_an_empty_label_is_refused(written: str) -> None:
+    """A name that never resolves would pass start-up and defer every message for a day."""
+    with pytest.raises(ConfigError) as refused:
+        load_settings(None, environ={"E2A_OUTBOUND_SMTP_HOST": written})
+    assert "smtp.example.com" in str(refused.value)
 
 
 def test_a_relay_written_as_a_url_is_refused_without_its_password() -> None:

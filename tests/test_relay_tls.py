@@ -5,6 +5,7 @@ SNI and the TLS version floor."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 import warnings
 from dataclasses import dataclass, field
@@ -234,6 +235,35 @@ async def test_sni_names_the_relay(ca: trustme.CA, ca_file: Path) -> None:
     outcome = await send_through(relay, settings(1, ca_file))
     assert outcome.accepted == ["a@example.org"], outcome
     assert relay.server_names == ["localhost"]
+
+
+class LoopbackResolver(trio.abc.HostnameResolver):
+    """DNS faked: every name resolves to 127.0.0.1; `asked` records the names looked up."""
+
+    def __init__(self) -> None:
+        self.asked: list[bytes | str] = []
+
+    async def getaddrinfo(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        self.asked.append(host)
+        return socket.getaddrinfo("127.0.0.1", port, *args, **kwargs)
+
+    async def getnameinfo(self, sockaddr: Any, flags: int) -> Any:
+        raise NotImplementedError
+
+
+async def test_a_relay_written_with_its_trailing_dot_is_verified_by_its_name(
+    ca: trustme.CA, ca_file: Path
+) -> None:
+    """`smtp.example.com.`, the absolute form zone files and `dig` print, names the same host:
+    its certificate for `smtp.example.com` is taken, and SNI names it without the dot (RFC
+    6066 section 3), rather than every message deferred for a day on a name mismatch."""
+    resolver = LoopbackResolver()
+    trio.socket.set_custom_hostname_resolver(resolver)
+    relay = TlsRelay(server_context(ca, "smtp.example.com"))
+    outcome = await send_through(relay, settings(1, ca_file, host="smtp.example.com."))
+    assert outcome.accepted == ["a@example.org"], outcome
+    assert relay.server_names == ["smtp.example.com"]
+    assert resolver.asked == [b"smtp.example.com"]
 
 
 async def test_a_relay_offering_only_tls_1_1_is_refused(ca: trustme.CA, ca_file: Path) -> None:
