@@ -489,6 +489,34 @@ async def test_each_recipient_has_a_transaction_and_a_return_path_of_its_own(
     assert listed == ["gone@example.net"]
 
 
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        "554 5.7.1 <{rcpt}>: Relay access denied",  # Postfix, mail from a client it does not know
+        "550 5.7.1 <{rcpt}>... Relaying denied",  # Sendmail
+        "550 relay not permitted",  # Exim
+        "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain",  # Exchange
+    ],
+)
+async def test_a_relay_refusing_to_relay_suppresses_no_one(
+    setup: Setup, sink: Sink, refusal: str
+) -> None:
+    """A relay that refuses to relay for the gateway (no credentials set, its network not
+    trusted, or outbound_smtp pointing back at the gateway's own MX) refuses each recipient at
+    RCPT; that says nothing of the addresses, so none goes on the suppression list, where it
+    would stop every later message to them once the relay is fixed."""
+    sink.rcpt_answers[EXTERNAL] = refusal.format(rcpt=EXTERNAL)
+    message = await queue(setup)
+    await setup.worker.deliver_due(NOW)
+
+    after = await stored(setup, message.id)
+    assert after.status == "failed"
+    assert refusal.format(rcpt=EXTERNAL) in (after.send_error or "")
+    listed = await setup.gateway.storage.suppressed_among(after.user_id, setup.sender, [EXTERNAL])
+    assert listed == []
+    assert await views(setup, message.id) == ("failed", "failed", "failed")
+
+
 async def test_outcomes_that_end_together_are_committed_together(setup: Setup, sink: Sink) -> None:
     """Sends that end while another's outcome is being committed share the next transaction;
     each message still gets its own outcome, one refused among them."""
@@ -700,10 +728,16 @@ def test_only_a_refused_rcpt_is_a_bounce() -> None:
         "sender@example.org": "refused: MAIL FROM: 550 5.7.1 sender not owned",
         "data@example.org": "refused: DATA: 554 5.5.1 no valid recipients",
         "content@example.org": "refused: end of DATA: 554 5.7.1 spam",
+        "denied@example.org": "refused: RCPT TO: 554 5.7.1 <denied@x.org>: Relay access denied",
+        "relay@example.org": "refused: RCPT TO: 550 5.1.1 <relay@example.org>: access denied",
         "ok@example.org": "accepted",
     }
     bounced = {item.address: item.bounce_type for item in relay_bounces(results)}
-    assert bounced == {"gone@example.org": "permanent", "full@example.org": "transient"}
+    assert bounced == {
+        "gone@example.org": "permanent",
+        "full@example.org": "transient",
+        "relay@example.org": "permanent",  # an address named relay is no refusal to relay
+    }
 
 
 def test_every_recipient_not_reached_is_named_once_with_its_kind() -> None:

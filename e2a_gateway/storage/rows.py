@@ -753,11 +753,19 @@ RECIPIENT_BOUNCED_PREFIX = "bounced: "
 """How the send worker records a settled recipient of an outbound message: the relay accepted
 it, a local inbox took it (`local <how>`), or the relay refused it (`refused: <reply>`); and how
 a failure report about a recipient the relay took is recorded (`reported_result`)."""
-RELAY_REFUSAL = re.compile(r"^RCPT TO: (5\d\d)(?:[ -](5\.\d{1,3}\.\d{1,3}))?")
+RELAY_REFUSAL = re.compile(
+    r"^RCPT TO: (?!.*\b(?:relay(?:ing)?(?: access)? (?:denied|not permitted|not allowed)"
+    r"|unable to relay)\b)(5\d\d)(?:[ -](5\.\d{1,3}\.\d{1,3}))?",
+    re.IGNORECASE,
+)
 """A relay's permanent reply to one recipient (`RCPT TO: 550 5.1.1 …`): its code and, when
 given, its enhanced code. Only RCPT's reply is about the address: a refusal while the session
 is set up (greeting, EHLO, STARTTLS, AUTH), of the sender (MAIL FROM) or of the message (DATA)
-fails the message, but says nothing of its recipients, and suppresses none of them."""
+fails the message, but says nothing of its recipients, and suppresses none of them. Nor does
+a relay's refusal to relay for the gateway, though it comes at RCPT (Postfix's `554 5.7.1 …
+Relay access denied`, Sendmail's `Relaying denied`, Exim's `relay not permitted`, Exchange's
+`Unable to relay`): its credentials unset, its network not trusted, or `outbound_smtp`
+pointing back at this gateway's own MX."""
 
 
 def reported_result(bounced: BouncedRecipient) -> str:
