@@ -7,7 +7,9 @@ for database writes in flight, gives back the job leases still held, and closes 
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import ipaddress
 import logging
 import signal
 import socket
@@ -28,6 +30,7 @@ from e2a_gateway.http_app import create_app, guard_requests
 from e2a_gateway.http_server import ConnectionLimits, serve_asgi
 from e2a_gateway.inbound.acceptors import AcceptorPool
 from e2a_gateway.inbound.pipeline import InboundMailSink
+from e2a_gateway.inbound.postmaster import is_own_hostname
 from e2a_gateway.mailauth.dns_answers import Resolver
 from e2a_gateway.mcp.http import MOUNT_PATH as MCP_PATH
 from e2a_gateway.mcp.http import McpEndpoint
@@ -134,6 +137,36 @@ def check_distinct_listeners(settings: Settings) -> None:
         f"http.listen {http.listen} and smtp.listen {smtp.listen} are on the same port — give "
         f"each its own port (e.g. smtp.listen on 25 and http.listen on 8080)"
     )
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+"""Host names that name this machine's loopback."""
+
+
+def check_relay_not_self(settings: Settings) -> None:
+    """StartupError when `outbound_smtp` names `smtp.listen` itself — its port, at its address,
+    at the loopback while the listener takes it, or at `smtp.hostname`: the gateway would hand
+    its mail to its own MX, which refuses every address it does not serve (`relay access
+    denied`). Port 0 (any free port) never matches."""
+    relay, smtp = settings.outbound_smtp, settings.smtp
+    if not relay.host or smtp.port == 0 or relay.port != smtp.port:
+        return
+    host = relay.host.lower()
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host in LOOPBACK_NAMES
+    listener = smtp.host.lower()
+    listens_on_loopback = listener in WILDCARD_HOSTS or listener in LOOPBACK_NAMES
+    with contextlib.suppress(ValueError):
+        listens_on_loopback = listens_on_loopback or ipaddress.ip_address(listener).is_loopback
+    if host == listener or (loopback and listens_on_loopback) or is_own_hostname(settings, host):
+        raise StartupError(
+            f"outbound_smtp: {relay.host}:{relay.port} is this gateway's own SMTP listener "
+            f"(smtp.listen {smtp.listen}, smtp.hostname {smtp.hostname}) — set "
+            "outbound_smtp.host and port to the relay that carries mail to the outside "
+            "(your provider's submission server, say smtp.example.com:587)"
+        )
 
 
 def bind_tcp(host: str, port: int, key: str, listen: str) -> socket.socket:
@@ -267,6 +300,7 @@ async def run_gateway(
     check_dkim_pair(settings)
     check_relay_trust(settings)
     check_distinct_listeners(settings)
+    check_relay_not_self(settings)
     # Before the database is opened: a start refused for a bad key leaves it unmigrated.
     dkim_keys = dkim_signing_key(settings), dkim_next_key(settings)
     smtp_sock = bind_tcp(

@@ -24,8 +24,9 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
-from e2a_gateway.app import bind_tcp
+from e2a_gateway.app import bind_tcp, check_relay_not_self
 from e2a_gateway.cli.main import main
+from e2a_gateway.config import load_settings
 from e2a_gateway.signing.magic_links import link_key, verify_token
 from e2a_gateway.startup import StartupError
 from e2a_gateway.storage.sqlite import sole_gateway
@@ -410,6 +411,48 @@ def test_a_relay_ca_file_that_cannot_be_loaded_stops_start_up(tmp_path: Path) ->
         (line,) = [line for line in result.stderr.splitlines() if line.startswith("e2a:")]
         assert line.startswith(f"e2a: outbound_smtp.ca_file: cannot load {ca_file}"), line
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("relay_host", ["127.0.0.1", "localhost", "MX.agents.test."])
+def test_a_relay_that_is_the_gateways_own_listener_stops_start_up(
+    tmp_path: Path, relay_host: str
+) -> None:
+    """outbound_smtp at smtp.listen's own address and port (by its address, the loopback, or
+    smtp.hostname) hands the gateway's mail to itself: every send would be refused `relay access
+    denied`. Start-up says so, in one line."""
+    smtp_port = free_port()
+    config = write_config(tmp_path, smtp_port, free_port())
+    config.write_text(
+        config.read_text() + f'[outbound_smtp]\nhost = "{relay_host}"\nport = {smtp_port}\n'
+    )
+    result = run_e2a("serve", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("e2a:")]
+    assert line.startswith("e2a: outbound_smtp: ") and "smtp.listen" in line, line
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("listen", "relay"),
+    [
+        ("127.0.0.1:2525", "127.0.0.1:25"),  # a local Postfix beside the gateway
+        ("192.0.2.5:25", "127.0.0.1:25"),  # the listener not on the loopback
+        ("0.0.0.0:25", "smtp.example.com:25"),
+        ("0.0.0.0:0", "127.0.0.1:25"),  # the listener on any free port
+    ],
+)
+def test_a_relay_elsewhere_on_the_same_machine_is_taken(listen: str, relay: str) -> None:
+    host, port = relay.rsplit(":", 1)
+    settings = load_settings(
+        None,
+        environ={
+            "E2A_SMTP_LISTEN": listen,
+            "E2A_SMTP_HOSTNAME": "mx.agents.test",
+            "E2A_OUTBOUND_SMTP_HOST": host,
+            "E2A_OUTBOUND_SMTP_PORT": port,
+        },
+    )
+    check_relay_not_self(settings)
 
 
 def test_half_a_dkim_setting_stops_start_up(tmp_path: Path) -> None:
