@@ -178,8 +178,8 @@ def _nameserver_port(server: str, text: str) -> int:
 def relay_host(value: str) -> str:
     """`outbound_smtp.host` checked: a host name (a trailing dot, its absolute form, dropped)
     or IP address (an IPv6 one may come in brackets, which are dropped), or empty for no
-    relay; raise ValueError saying what to write
-    when it holds a scheme, a port or anything else that names no host."""
+    relay; raise ValueError saying what to write when it holds a scheme, a port or anything
+    else that names no host."""
     host = value.strip()
     scheme, sep, rest = host.partition("://")
     if sep:

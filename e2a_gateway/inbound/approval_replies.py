@@ -30,6 +30,7 @@ from e2a_gateway.mailauth.results import AuthResults
 from e2a_gateway.mime_parse import parse_message, text_flow
 from e2a_gateway.operations import lifecycle, reviews
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
+from e2a_gateway.outbound.notice_sender import notice_sender
 from e2a_gateway.signing.reply_tokens import hash_reply_token, token_in_local_part
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
 from e2a_gateway.smtp.server import RecipientVerdict
@@ -43,7 +44,6 @@ from e2a_gateway.storage.base import (
     ReplyToken,
     StorageUnavailable,
 )
-from e2a_gateway.workers.approvals import notice_sender
 
 log = logging.getLogger("e2a.approvals")
 

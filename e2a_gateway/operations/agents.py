@@ -22,6 +22,7 @@ from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import Conflict, Invalid, NotFound
 from e2a_gateway.operations.rate_limits import NamedLimit, count_request, counted_address
 from e2a_gateway.operations.requests import RequestBody
+from e2a_gateway.outbound.notice_sender import notice_sender
 from e2a_gateway.rate_windows import RateLimit
 from e2a_gateway.storage.base import Agent, AgentChanges, AlreadyExists, DomainNotHeld
 from e2a_gateway.webhook_targets import (
@@ -30,7 +31,6 @@ from e2a_gateway.webhook_targets import (
     check_webhook_url,
     pinned_addresses,
 )
-from e2a_gateway.workers.approvals import notice_sender
 
 DEFAULT_HITL_TTL_SECONDS = 604800
 REGISTRATION_WINDOW_SECONDS = 3600

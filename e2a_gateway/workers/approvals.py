@@ -25,6 +25,7 @@ from e2a_gateway.inbound.postmaster import OPERATOR_MAILBOXES, is_own_hostname
 from e2a_gateway.operations import lifecycle
 from e2a_gateway.outbound.dkim_signing import sign_as_sender
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
+from e2a_gateway.outbound.notice_sender import notice_sender
 from e2a_gateway.outbound.relay import hand_off
 from e2a_gateway.rate_windows import RateLimit
 from e2a_gateway.signing.magic_links import Action, issue_token, link_key
@@ -65,13 +66,6 @@ class Notice:
     data: bytes
     message_id: str
     """The notice's own Message-ID, which a reply must quote to act."""
-
-
-def notice_sender(settings: Settings) -> str:
-    """The From of approval notices: `no-reply@<outbound_smtp.from_domain>` when a sending
-    domain is configured, else `e2a@<smtp.hostname>`."""
-    domain = settings.outbound_smtp.from_domain
-    return f"no-reply@{domain}" if domain else f"e2a@{settings.smtp.hostname}"
 
 
 def magic_link(public_url: str, action: Action, token: str) -> str:
