@@ -41,7 +41,7 @@ from e2a_gateway.storage.base import (
 )
 from e2a_gateway.storage.vocabulary import APPROVAL_ANSWER_JOB, APPROVAL_NOTICE_JOB
 from e2a_gateway.workers.leases import JOB_LEASE_SECONDS, HeldLease, lease_kept
-from e2a_gateway.workers.retry_schedules import APPROVAL_NOTICE
+from e2a_gateway.workers.retry_schedules import APPROVAL_NOTICE, attempt_ended
 from e2a_gateway.workers.rounds import Rounds
 from e2a_gateway.workers.stop_grace import StopGrace
 
@@ -293,9 +293,8 @@ class ApprovalWorker:
         meanwhile (`lease_kept`): a slow link may make the hand-off outlast any lease, and
         another replica must not mail it again. Should the lease pass to another claim all the
         same (the database failing every renewal), finishing the job is left to that claim.
-        Returns the outcome and when the hand-off ended, `now` being when it began: a retry is
-        timed from then, or a hand-off that outlasted the next delay would be made again at
-        once."""
+        Returns the outcome and when the hand-off ended (`attempt_ended`, `now` being when its
+        job was claimed), which a retry is timed from."""
         settings = self._gateway.settings
         began = self._clock()
         async with lease_kept(
@@ -307,7 +306,7 @@ class ApprovalWorker:
             f"{what} for {job.message_id}",
         ):
             outcome = await hand_off(settings.outbound_smtp, settings.smtp.hostname, message)
-        return outcome, now + max(0.0, self._clock() - began)
+        return outcome, attempt_ended(now, began, self._clock())
 
     @staticmethod
     def _passed(done: bool, what: str, job: Job) -> None:

@@ -68,7 +68,11 @@ from e2a_gateway.storage.rows import (
 from e2a_gateway.storage.vocabulary import OUTBOUND_JOB
 from e2a_gateway.workers.claim_loop import ClaimLoop
 from e2a_gateway.workers.leases import JOB_LEASE_SECONDS, HeldLease, lease_kept
-from e2a_gateway.workers.retry_schedules import OUTBOUND_HAND_OFF, OUTBOUND_INTERNAL_ERROR
+from e2a_gateway.workers.retry_schedules import (
+    OUTBOUND_HAND_OFF,
+    OUTBOUND_INTERNAL_ERROR,
+    attempt_ended,
+)
 from e2a_gateway.workers.stop_grace import StopGrace
 
 log = logging.getLogger("e2a.outbound")
@@ -425,9 +429,7 @@ class OutboundWorker(ClaimLoop):
         started = trio.current_time()
         results, deferred, named = await self._deliver(job, message, sender, raw, pending, now)
         handed_off = trio.current_time() - started
-        # The retry is timed from the attempt's end, not its claim: a hand-off that took longer
-        # than the next delay (a relay slow to answer, then a 4xx) would be made again at once.
-        finished = now + max(0.0, self._clock() - began)
+        finished = attempt_ended(now, began, self._clock())
         verdict = settle(
             {**settled, **results},
             deferred,

@@ -20,6 +20,14 @@ MAX_DOUBLINGS = 32
 """Beyond this many doublings every delay is long capped; bounds the arithmetic."""
 
 
+def attempt_ended(claimed_at: float, began: float, ended: float) -> float:
+    """When an attempt whose job was claimed at `claimed_at` ended, on the claim's clock: the
+    time it took (`began` to `ended` on the worker's clock, never less than nothing) after the
+    claim. A retry is counted from it, not from the claim: an attempt that took longer than the
+    next delay (a relay slow to answer, then a 4xx) would otherwise be made again at once."""
+    return claimed_at + max(0.0, ended - began)
+
+
 class RetrySchedule(Protocol):
     """When to try again after a failed attempt."""
 
