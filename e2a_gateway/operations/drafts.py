@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -269,15 +270,7 @@ def edits_within_bounds(
 
 def draft_attachments(draft: OutboundMessage) -> list[Attachment]:
     """The attachments of a message being sent, while its body is kept (none after)."""
-    return [
-        Attachment(
-            item.get("filename"),
-            item.get("content_type", "application/octet-stream"),
-            attachment_size(item.get("data", "")),
-            None,
-        )
-        for item in draft.attachments or []
-    ]
+    return [_attachment_meta(item) for item in draft.attachments or []]
 
 
 def draft_attachment(draft: OutboundMessage, index: int) -> tuple[Attachment, bytes] | None:
@@ -286,7 +279,17 @@ def draft_attachment(draft: OutboundMessage, index: int) -> tuple[Attachment, by
     items = draft.attachments or []
     if not 0 <= index < len(items):
         return None
-    return draft_attachments(draft)[index], base64.b64decode(items[index].get("data", ""))
+    return _attachment_meta(items[index]), base64.b64decode(items[index].get("data", ""))
+
+
+def _attachment_meta(item: dict[str, Any]) -> Attachment:
+    """What a draft's stored attachment `item` (its request's fields) is listed as."""
+    return Attachment(
+        item.get("filename"),
+        item.get("content_type", "application/octet-stream"),
+        attachment_size(item.get("data", "")),
+        None,
+    )
 
 
 def attachment_size(data: str) -> int:
