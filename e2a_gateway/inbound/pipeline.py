@@ -334,13 +334,12 @@ class InboundMailSink:
             )
         authenticated = aligned_from(from_addr, arrival.auth)
         verdicts = [gate_verdict(agent, authenticated) for agent, _ in copies]
-        sender = from_addr
         sender_is_agent = (
-            arrival.from_here and await self._gateway.storage.find_agent(sender) is not None
+            arrival.from_here and await self._gateway.storage.find_agent(from_addr) is not None
         )
         claim = copies_claim(
             auth=arrival.auth,
-            sender=sender,
+            sender=from_addr,
             sender_is_agent=sender_is_agent,
             body_hash=arrival.body_hash,
             timestamp=arrival.received_at,
