@@ -175,19 +175,30 @@ def _nameserver_port(server: str, text: str) -> int:
     return int(text)
 
 
+def written_host(value: str) -> str:
+    """The host a value written as a URL or as `host:port` names, for an error saying what to
+    write instead: `smtp://user:secret@[2001:db8::25]:587/` names 2001:db8::25. Never its user
+    name or password."""
+    scheme, sep, rest = value.strip().partition("://")
+    authority = (rest if sep else scheme).split("/")[0].rpartition("@")[2]
+    if authority.startswith("["):
+        return authority[1:].partition("]")[0]
+    if authority.count(":") == 1:  # one colon: a port; more: an IPv6 address
+        return authority.partition(":")[0]
+    return authority
+
+
 def relay_host(value: str) -> str:
     """`outbound_smtp.host` checked: a host name (a trailing dot, its absolute form, dropped)
     or IP address (an IPv6 one may come in brackets, which are dropped), or empty for no
     relay; raise ValueError saying what to write when it holds a scheme, a port or anything
     else that names no host."""
     host = value.strip()
-    scheme, sep, rest = host.partition("://")
+    scheme, sep, _ = host.partition("://")
     if sep:
-        authority = rest.split("/")[0].rpartition("@")[2]  # never a user name or password
-        bare = authority.rpartition(":")[0] or authority
         raise ValueError(
-            f'write the host alone, host = "{bare}", without {scheme}:// — the port goes in '
-            "outbound_smtp.port and the kind of TLS in outbound_smtp.tls"
+            f'write the host alone, host = "{written_host(host)}", without {scheme}:// — the '
+            "port goes in outbound_smtp.port and the kind of TLS in outbound_smtp.tls"
         )
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -332,11 +343,9 @@ class SmtpSettings(ListenSection):
         if any(character in plain for character in ":/@[]"):
             # It names the host in every reply and in addresses (postmaster@, approval
             # replies): a scheme or a port there makes addresses no mail can reach.
-            name = plain.partition("://")[2] or plain
-            name = name.split("/")[0].rpartition("@")[2].partition(":")[0].strip("[]") or "mx"
             raise ValueError(
-                f'write the host name alone, hostname = "{name}" — the port the gateway '
-                "listens on goes in smtp.listen"
+                f'write the host name alone, hostname = "{written_host(plain) or "mx"}" — the '
+                "port the gateway listens on goes in smtp.listen"
             )
         return plain
 

@@ -364,6 +364,18 @@ CASES: list[tuple[str, str, dict[str, str], tuple[str, ...]]] = [
         ("smtp.hostname", 'hostname = "mx.agents.test"'),
     ),
     (
+        "smtp host name as a URL with a user and a port",
+        '[smtp]\nhostname = "smtp://postmaster@mx.agents.test:25/"\n',
+        {},
+        ("smtp.hostname", 'hostname = "mx.agents.test"'),
+    ),
+    (
+        "relay host as a URL naming an IPv6 address",
+        '[outbound_smtp]\nhost = "smtps://[2001:db8::25]:465"\n',
+        {},
+        ("outbound_smtp.host", 'host = "2001:db8::25"', "outbound_smtp.port"),
+    ),
+    (
         "dkim key file missing",
         '[dkim]\nselector = "e2a"\nprivate_key_path = "no-such-dkim.pem"\n',
         {},
