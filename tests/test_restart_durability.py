@@ -178,3 +178,56 @@ def test_sigterm_lets_a_hand_off_in_flight_finish_so_a_restart_sends_nothing_twi
             gateway.kill()
     assert len(relay.received) == 1, "the message was handed to the relay twice"
     assert [message["subject"] for message in sent] == ["once"]
+
+
+def test_an_approval_notice_killed_in_its_hand_off_is_mailed_after_the_restart(
+    tmp_path: Path, quiet_dns: str
+) -> None:
+    """The owner's approval notice is in the relay's hands (RCPT unanswered) when the gateway
+    is killed: the restarted gateway mails it at once, not after its lease runs out, and the
+    held message still waits for review."""
+    relay = StallingRelay()
+    with relay_on_loopback(relay) as relay_port:
+        gateway = started_with_relay(tmp_path, quiet_dns, relay_port)
+        try:
+            api = gateway.bootstrap()
+            changed = api.put(f"/agents/{AGENT}", json={"hitl_enabled": True})
+            assert changed.status_code == 200, changed.text
+            body = {"from": AGENT, "to": ["someone@example.org"], "subject": "held", "body": "hi"}
+            answer = api.post("/send", json=body)
+            assert answer.status_code == 202 and answer.json()["status"] == "pending_approval"
+            assert relay.rcpt_seen.wait(REDELIVERY_SECONDS), gateway.log_text()
+            gateway.kill()
+            assert relay.received == []
+            relay.stalled.set()
+            gateway.start()
+            deadline = time.monotonic() + REDELIVERY_SECONDS
+            while not relay.received:
+                assert time.monotonic() < deadline, "the notice was not mailed after the restart"
+                time.sleep(0.1)
+            pending = api.get("/messages", params={"status": "pending_approval"}).json()
+            api.close()
+        finally:
+            gateway.kill()
+    [(_, recipients, notice)] = relay.received
+    assert recipients == ["owner@example.com"]
+    assert b"held" in notice
+    assert [message["subject"] for message in pending["messages"]] == ["held"]
+
+
+class StallingRelay(Sink):
+    """A relay that holds each RCPT unanswered until `stalled` is set (a hand-off begun that
+    has not reached DATA)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rcpt_seen = threading.Event()
+        self.stalled = threading.Event()
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        self.rcpt_seen.set()
+        while not self.stalled.is_set():  # noqa: ASYNC110 (set from the test's thread)
+            await asyncio.sleep(0.05)
+        return await super().handle_RCPT(server, session, envelope, address, options)

@@ -7,6 +7,7 @@ answers and for the commit. Also: a whole gateway with `smtp.processes = 2` stor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -585,3 +586,102 @@ async def test_what_an_acceptor_handed_over_is_finished_though_it_dies(
         with trio.fail_after(5):
             frame = await subscription.receive()
     assert frame is not None and frame["subject"] == "through an acceptor"
+
+
+def _socket_owner(port: int, client_port: int, pids: list[int]) -> int | None:
+    """Which of `pids` holds the server side of the loopback connection from `client_port`
+    to `port` (Linux /proc: the socket's inode in /proc/net/tcp, then in /proc/PID/fd)."""
+    wanted = f":{port:04X}"
+    remote = f":{client_port:04X}"
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(wanted) and fields[2].endswith(remote):
+            inode = fields[9]
+    if inode is None:
+        return None
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == f"socket:[{inode}]":
+                        return pid
+    return None
+
+
+def _reply(connection: socket.socket) -> bytes:
+    """The next complete SMTP reply's last line (b"" when the connection closed first)."""
+    data = b""
+    while not (lines := data.split(b"\r\n"))[:-1] or lines[-2][3:4] != b" ":
+        chunk = connection.recv(4096)
+        if not chunk:
+            return b""
+        data += chunk
+    return next(line for line in lines[:-1] if line[3:4] == b" ")
+
+
+def test_an_acceptor_whose_main_process_is_killed_answers_451_and_frees_the_port(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL to the main process alone (the OOM killer's choice), while an acceptor holds
+    sessions in the middle of their DATA: the acceptor can have nothing committed, so each
+    message is answered 451 (the client sends it again), never 250; the acceptor then exits, so
+    the gateway, started again on the same port, takes the message sent again once."""
+    with QuietDns() as dns:
+        gateway = GatewayProcess(tmp_path, dns.address, smtp={"processes": 2})
+        gateway.start()
+        connections: list[socket.socket] = []
+        try:
+            api = gateway.bootstrap()
+            assert gateway.process is not None
+            main_pid = gateway.process.pid
+            deadline = time.monotonic() + START_SECONDS
+            while (acceptor := _acceptor_serving(main_pid)) is None:
+                assert time.monotonic() < deadline, "no acceptor started"
+                time.sleep(0.05)
+            held: list[socket.socket] = []  # sessions the acceptor serves, DATA begun
+            while len(held) < 2:
+                assert len(connections) < 40, "the acceptor took none of 40 connections"
+                connection = socket.create_connection(("127.0.0.1", gateway.smtp_port), 10)
+                connections.append(connection)
+                assert _reply(connection).startswith(b"220")
+                for command in (
+                    "EHLO c.example",
+                    "MAIL FROM:<s@example.org>",
+                    f"RCPT TO:<{AGENT}>",
+                ):
+                    connection.sendall(f"{command}\r\n".encode())
+                    assert _reply(connection).startswith(b"250")
+                connection.sendall(b"DATA\r\n")
+                assert _reply(connection).startswith(b"354")
+                connection.sendall(MESSAGE)
+                port = connection.getsockname()[1]
+                if _socket_owner(gateway.smtp_port, port, [acceptor]) == acceptor:
+                    held.append(connection)
+            os.kill(main_pid, signal.SIGKILL)
+            gateway.process.wait(timeout=10)
+            answers = []
+            for connection in held:
+                connection.sendall(b".\r\n")
+                answers.append(_reply(connection))
+            assert all(answer.startswith(b"451 ") for answer in answers), answers
+            deadline = time.monotonic() + START_SECONDS
+            while _running(acceptor):
+                assert time.monotonic() < deadline, "the acceptor outlived its main process"
+                time.sleep(0.05)
+            gateway.process = None  # gone: start it again in the same folder, on its port
+            gateway.start()
+            assert smtp_dialogue_blocking(gateway.smtp_port)[-2].startswith(b"250 2.0.0")
+            listed = api.get(f"/agents/{AGENT}/messages", params={"limit": 50})
+            assert listed.status_code == 200, listed.text
+            assert [m["subject"] for m in listed.json()["messages"]] == ["through an acceptor"]
+            api.close()
+        finally:
+            for connection in connections:
+                connection.close()
+            gateway.kill()
+
+
+def smtp_dialogue_blocking(port: int) -> list[bytes]:
+    """`smtp_dialogue` from a test that runs no trio loop of its own."""
+    return trio.run(smtp_dialogue, port)
