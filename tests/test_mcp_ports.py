@@ -766,7 +766,7 @@ async def test_event_and_webhook_tools_answer_alike(
         alike(created, TWIN_WEBHOOK, "create_webhook")
         twins = [{"id": made["id"]} for made in created]
         listed = await same(ports, "list_webhooks", {"limit": 1})
-        assert [w["id"] for w in listed["webhooks"]] == [twins[0]["id"]]
+        assert [w["id"] for w in listed["webhooks"]] == [twins[1]["id"]]  # newest first
         await same(ports, "list_webhooks", {"cursor": listed["next_cursor"]})
         await same(ports, "get_webhook", twins[1])
         change = {"description": "paused", "enabled": False, "events": ["email.sent"]}

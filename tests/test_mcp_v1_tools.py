@@ -324,9 +324,9 @@ async def test_webhooks_created_changed_tested_and_deleted(
         assert created["events"] == ["email.received"]
         second = await call(client, "create_webhook", {"url": url, "events": ["email.sent"]})
         listed = await call(client, "list_webhooks", {"limit": 1})
-        assert [w["id"] for w in listed["webhooks"]] == [hook]
+        assert [w["id"] for w in listed["webhooks"]] == [second["id"]]  # newest first
         rest = await call(client, "list_webhooks", {"cursor": listed["next_cursor"]})
-        assert [w["id"] for w in rest["webhooks"]] == [second["id"]]
+        assert [w["id"] for w in rest["webhooks"]] == [hook]
         shown = await call(client, "get_webhook", {"id": hook})
         assert shown["id"] == hook and "signing_secret" not in shown
 

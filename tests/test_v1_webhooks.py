@@ -552,7 +552,7 @@ async def test_the_view_names_only_the_filters_that_are_set(
     threads = await make_hook(alice, filters={"conversation_ids": ["t1"], "agent_emails": []})
     assert threads["filters"] == {"conversation_ids": ["t1"]}
     listed = await alice.http.get("/v1/webhooks")
-    expected: list[dict[str, Any]] = [{}, {"conversation_ids": ["t1"]}]
+    expected: list[dict[str, Any]] = [{"conversation_ids": ["t1"]}, {}]  # newest first
     assert [item["filters"] for item in listed.json()["items"]] == expected
     read = await run_sdk(
         sdk5_python,
@@ -563,6 +563,29 @@ async def test_the_view_names_only_the_filters_that_are_set(
     assert value(read[0], "WebhookView")["filters"] == {}
     sdk_listed = value(read[1], ["WebhookView", "WebhookView"])
     assert [item["filters"] for item in sdk_listed] == expected
+
+
+async def test_webhooks_are_listed_newest_first_page_by_page(
+    quiet: QuietGateway, alice: Account, sdk5_python: Path
+) -> None:
+    """As e2a's listWebhooks (`ORDER BY created_at DESC`): the webhook made last comes first,
+    on one page and walked a page at a time by the 5.x SDK's pager."""
+    made = [(await make_hook(alice, description=f"hook {n}"))["id"] for n in range(3)]
+    newest_first = made[::-1]
+    listed = await alice.http.get("/v1/webhooks")
+    assert [item["id"] for item in listed.json()["items"]] == newest_first
+    first = (await alice.http.get("/v1/webhooks", params={"limit": 2})).json()
+    assert [item["id"] for item in first["items"]] == newest_first[:2]
+    rest = await alice.http.get("/v1/webhooks", params={"cursor": first["next_cursor"]})
+    assert [item["id"] for item in rest.json()["items"]] == newest_first[2:]
+    assert rest.json()["next_cursor"] is None
+    walked = await run_sdk(
+        sdk5_python,
+        quiet.http_url,
+        {"default": alice.key},
+        [{"do": "webhooks.list", "kwargs": {"limit": 1}}],
+    )
+    assert [item["id"] for item in value(walked[0])] == newest_first
 
 
 async def test_a_test_events_data_is_bounded(alice: Account) -> None:

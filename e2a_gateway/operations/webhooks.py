@@ -308,7 +308,8 @@ async def made_webhook(gateway: Gateway, caller: Caller, webhook_id: str) -> Iss
 async def webhook_page(
     gateway: Gateway, caller: Caller, limit: int, after_seq: int | None
 ) -> list[Webhook]:
-    """The caller's webhooks, oldest first (one poll, as e2a counts its reads)."""
+    """The caller's webhooks, newest first, as e2a lists them (one poll, as e2a counts its
+    reads)."""
     count_poll(gateway, caller)
     caller.require_account("manage webhooks")
     return await gateway.storage.webhook_page(caller.user_id, limit, after_seq)

@@ -1976,7 +1976,7 @@ class Subscribers(Protocol):
         ...
 
     async def webhook_page(self, user_id: str, limit: int, after_seq: int | None) -> list[Webhook]:
-        """Up to `limit` of the user's webhooks, oldest first, after `after_seq`."""
+        """Up to `limit` of the user's webhooks, newest first, older than `after_seq`."""
         ...
 
     async def get_webhook(self, user_id: str, webhook_id: str) -> Webhook | None:

@@ -90,7 +90,7 @@ def delivery_view(delivery: SubscriberDelivery) -> dict[str, Any]:
 @rate_limited
 @requires_caller
 async def list_webhooks(caller: Caller) -> dict[str, Any]:
-    """listWebhooks: oldest first."""
+    """listWebhooks: newest first, as e2a's."""
     return await webhook_listing(current_gateway(), caller, read_query(PageQuery))
 
 
@@ -100,8 +100,9 @@ async def webhook_listing(gateway: Gateway, caller: Caller, query: PageQuery) ->
     async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[Webhook]:
         return await webhooks.webhook_page(gateway, caller, limit, int(after[0]) if after else None)
 
+    # the view names the order: a cursor of the oldest-first listing of before is refused
     return await keyset_page(
-        "webhooks", query, fetch, lambda item: (item.seq,), webhook_view, gateway
+        "webhooks:newest", query, fetch, lambda item: (item.seq,), webhook_view, gateway
     )
 
 

@@ -151,12 +151,13 @@ class SubscribersSql(Runner):
         await self._write(insert)
 
     async def webhook_page(self, user_id: str, limit: int, after_seq: int | None) -> list[Webhook]:
-        """The user's webhooks, oldest first, after `after_seq`."""
+        """The user's webhooks, newest first, after (older than) `after_seq`."""
+        before = "" if after_seq is None else " AND seq < ?"
         rows = await self._read(
             lambda tx: tx.all(
-                f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE user_id = ? AND seq > ? "
-                "ORDER BY seq LIMIT ?",
-                (user_id, after_seq or 0, limit),
+                f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE user_id = ?{before} "
+                "ORDER BY seq DESC LIMIT ?",
+                (user_id, *(() if after_seq is None else (after_seq,)), limit),
             )
         )
         return [decode_webhook(row) for row in rows]
