@@ -131,7 +131,9 @@ async def redelivery(
 ) -> dict[str, Any]:
     """Queue event `event_id` again (redeliverEvent's answer), for `/v1` and the MCP tools.
     Once per (event, webhook) within a day, as e2a does it: a repeat gets the first answer,
-    the same delivery ids, and queues nothing more."""
+    the same delivery ids, and queues nothing more. An empty `webhook_id` names none, as e2a's
+    (omitempty) reads it: every webhook the event matched."""
+    webhook_id = webhook_id or None
 
     async def schedule() -> Answer:
         queued = await events.redeliver_event(gateway, caller, event_id, webhook_id, time.time())
