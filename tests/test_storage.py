@@ -2300,7 +2300,7 @@ async def test_job_queue_states_by_kind(storage: Storage) -> None:
     first, second = await storage.claim_jobs("outbound", 1e9, 10, 60)
     assert await storage.job_queue_states(1e9) == [JobQueueState("outbound", "running", 2, due)]
     await storage.finish_job(first.id, 2e9)  # to be tried again later
-    await storage.release_jobs([second.id])  # given back: due again since it fell due
+    await storage.release_jobs([second])  # given back: due again since it fell due
     assert await storage.job_queue_states(1e9) == [
         JobQueueState("outbound", "available", 1, due),
         JobQueueState("outbound", "retryable", 1, 2e9),
@@ -2374,7 +2374,7 @@ async def test_a_delivery_taken_by_another_claim_keeps_that_claim_s_outcome(
         return delivery.status, delivery.attempts, delivery.last_status_code
 
     (claimed,) = await storage.claim_subscriber_deliveries(time.time(), None, 60, {}, 16)
-    await storage.release_subscriber_deliveries([delivery_id])
+    await storage.release_subscriber_deliveries([claimed])
     (claimed,) = await storage.claim_subscriber_deliveries(time.time(), None, BRIEF, {}, 16)
     assert claimed.delivery.id == delivery_id
     leased = claimed.leased_until
@@ -2721,12 +2721,45 @@ async def test_a_replica_whose_clock_runs_ahead_takes_no_lease_another_holds(
 
     renewed = await first.renew_job_lease(post.id, post.leased_until, now, BRIEF)
     assert renewed is not None
-    await first.release_jobs([send.id])
-    await first.release_subscriber_deliveries([delivery.delivery.id])
+    await first.release_jobs([send])
+    await first.release_subscriber_deliveries([delivery])
     await outlast(renewed)
     behind = time.time() - 90
     (taken,) = await second.claim_webhook_jobs(behind, None, 60, {}, 16)
     assert taken.id == post.id
+
+
+async def test_work_given_back_after_its_lease_passed_to_another_replica_stays_with_it(
+    replicas: tuple[Storage, Storage],
+) -> None:
+    """Replica A claims a webhook job, a send and a `/v1` delivery and stalls past their
+    leases before it gives back those its receivers have no room for; replica B has claimed
+    them meanwhile and is posting and sending. A's late give-back leaves B's leases alone:
+    no third claim takes the work while B holds it (which would POST or send it twice)."""
+    first, second = replicas
+    alice = await add_user(first)
+    await first.add_agent(make_agent(alice, "a@agents.test"))
+    await first.add_agent(make_agent(alice, "hook@agents.test", mode="cloud"))
+    await first.add_outbound(make_outbound(alice, "a@agents.test", "msg_1", "queued"))
+    await first.store_inbound([make_message("msg_2", "hook@agents.test")], 0.0)
+    webhook = await _webhook_with_deliveries(first, alice, 0)
+    await first.add_test_delivery(alice, webhook.id, "evt_1", "email.received", b"{}", 10.0)
+    now = time.time()
+    sends = await first.claim_jobs("outbound", now, 10, BRIEF)
+    posts = await first.claim_webhook_jobs(now, None, BRIEF, {}, 16)
+    deliveries = await first.claim_subscriber_deliveries(now, None, BRIEF, {}, 16)
+    await outlast(max(claim.leased_until for claim in (*sends, *posts, *deliveries)))
+
+    later = time.time()
+    assert len(await second.claim_jobs("outbound", later, 10, 60)) == 1
+    assert len(await second.claim_webhook_jobs(later, None, 60, {}, 16)) == 1
+    assert len(await second.claim_subscriber_deliveries(later, None, 60, {}, 16)) == 1
+    await first.release_jobs([*sends, *posts])
+    await first.release_subscriber_deliveries(deliveries)
+
+    assert await first.claim_jobs("outbound", later, 10, 60) == []
+    assert await first.claim_webhook_jobs(later, None, 60, {}, 16) == []
+    assert await first.claim_subscriber_deliveries(later, None, 60, {}, 16) == []
 
 
 async def test_restarted_replica_frees_only_the_leases_held_under_its_name(
@@ -3832,7 +3865,7 @@ async def test_a_scheduled_send_waits_for_its_time_and_the_trash_pauses_it(
     assert (await storage.get_outbound(alice, "msg_far")).scheduled_at == far  # type: ignore[union-attr]
     due = await storage.claim_jobs("outbound", near - 1, 10, 60)
     assert [job.message_id for job in due] == ["msg_now"]
-    await storage.release_jobs([job.id for job in due])
+    await storage.release_jobs(due)
     await storage.review_outbound(alice, "msg_held", True, None, None, 200.0)
     outbound_jobs = "SELECT message_id, run_at FROM jobs WHERE kind = 'outbound' ORDER BY id"
     assert dict(query(storage_url, outbound_jobs))["msg_held"] == far

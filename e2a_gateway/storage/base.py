@@ -1737,8 +1737,10 @@ class JobQueueStore(Protocol):
         `leased_until`. Whether it was done."""
         ...
 
-    async def release_jobs(self, job_ids: list[int]) -> None:
-        """Give claimed jobs back as they were (lease dropped, no attempt counted)."""
+    async def release_jobs(self, jobs: Sequence[Job]) -> None:
+        """Give claimed jobs back as they were (lease dropped, no attempt counted), those still
+        under the lease they were claimed under: a job whose lease ran out meanwhile and passed
+        to another claim stays with it."""
         ...
 
     async def job_queue_states(self, now: float) -> list[JobQueueState]:
@@ -2055,8 +2057,9 @@ class Subscribers(Protocol):
         `room[url]` (else `default_room`) per URL."""
         ...
 
-    async def release_subscriber_deliveries(self, delivery_ids: list[str]) -> None:
-        """Give claimed deliveries back as they were (lease dropped, no attempt counted)."""
+    async def release_subscriber_deliveries(self, claimed: Sequence[ClaimedDelivery]) -> None:
+        """Give claimed deliveries back as they were (lease dropped, no attempt counted), those
+        still under the lease they were claimed under (as `release_jobs`)."""
         ...
 
     async def renew_delivery_lease(

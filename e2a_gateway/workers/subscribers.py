@@ -71,13 +71,13 @@ class SubscriberWorker(HostPacedWorker[SubscriberAttempt]):
         claimed = await storage.claim_subscriber_deliveries(
             now, limit, self._lease_seconds, self._room(), MAX_QUEUED_PER_HOST
         )
-        given_back: list[str] = []
+        given_back: list[ClaimedDelivery] = []
         for item in claimed:
             host = host_of(item.url)
             queue = self._hosts.setdefault(host, HostQueue())
             queue.urls.add(item.url)
             if queue.full:
-                given_back.append(item.delivery.id)
+                given_back.append(item)
                 continue
             queue.queued += 1
             self._active += 1

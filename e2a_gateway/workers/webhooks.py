@@ -236,7 +236,7 @@ class WebhookWorker(HostPacedWorker[FinishedAttempt]):
         if not jobs:
             return 0
         deliveries = await storage.webhook_deliveries([job.message_id for job in jobs])
-        given_back: list[int] = []
+        given_back: list[Job] = []
         for job in jobs:
             delivery = deliveries.get(job.message_id)
             if delivery is None:
@@ -246,7 +246,7 @@ class WebhookWorker(HostPacedWorker[FinishedAttempt]):
             queue = self._hosts.setdefault(host, HostQueue())
             queue.urls.add(url)
             if queue.full:
-                given_back.append(job.id)
+                given_back.append(job)
                 continue
             queue.queued += 1
             self._active += 1

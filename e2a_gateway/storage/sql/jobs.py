@@ -9,7 +9,7 @@ lease another still holds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
 from e2a_gateway.storage.announcements import JobsAdded
@@ -203,12 +203,14 @@ class JobsSql(Runner):
 
         return await self._write(postpone)
 
-    async def release_jobs(self, job_ids: list[int]) -> None:
-        """Give claimed jobs back as they were (lease dropped, no attempt counted)."""
+    async def release_jobs(self, jobs: Sequence[Job]) -> None:
+        """Give claimed jobs back as they were (lease dropped, no attempt counted), each only
+        while it still holds the lease it was claimed under: one whose lease ran out and passed
+        to another claim stays with that claim."""
         await self._write(
-            lambda tx: tx.execute(
-                f"UPDATE jobs SET locked_until = NULL WHERE {tx.dialect.in_list('id', 'bigint')}",
-                (tx.dialect.list_param(job_ids),),
+            lambda tx: tx.executemany(
+                "UPDATE jobs SET locked_until = NULL WHERE id = ? AND locked_until = ?",
+                [(job.id, job.leased_until) for job in jobs],
             ),
             durable=False,
         )

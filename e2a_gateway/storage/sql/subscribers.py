@@ -372,13 +372,14 @@ class SubscribersSql(Runner):
 
         return await self._write(claim, durable=False)
 
-    async def release_subscriber_deliveries(self, delivery_ids: list[str]) -> None:
-        """Drop the leases of claimed deliveries."""
+    async def release_subscriber_deliveries(self, claimed: Sequence[ClaimedDelivery]) -> None:
+        """Drop the leases of claimed deliveries, each only while it still holds the lease it
+        was claimed under (one that passed to another claim stays with it)."""
         await self._write(
-            lambda tx: tx.execute(
+            lambda tx: tx.executemany(
                 "UPDATE webhook_deliveries SET locked_until = NULL "
-                f"WHERE {tx.dialect.in_list('id', 'text')}",
-                (tx.dialect.list_param(delivery_ids),),
+                "WHERE id = ? AND locked_until = ?",
+                [(item.delivery.id, item.leased_until) for item in claimed],
             ),
             durable=False,
         )
