@@ -121,6 +121,34 @@ def test_the_conversation_id_is_signed_so_no_one_can_change_or_add_it(
     assert not dkim.verify(signature + tampered, dnsfunc=dns)
 
 
+@pytest.mark.parametrize(
+    "added",
+    [
+        b"Cc: ceo@victim.example\r\n",
+        b"Reply-To: thief@attacker.example\r\n",
+        b"Subject: Urgent: wire the money\r\n",
+        b"From: ceo@agents.test\r\n",
+    ],
+    ids=["cc", "reply-to", "subject", "from"],
+)
+def test_a_copy_replayed_with_a_field_the_sender_never_wrote_fails_verification(
+    tmp_path: Path, added: bytes
+) -> None:
+    """Signed mail replayed with a field added on top, one the message did not have (a Cc
+    naming someone the agent never wrote to, which readers show and reply-all answers) or a
+    second one (a Subject or From read first), must fail verification: these fields are signed
+    once more than they appear, also where absent. No MTA on the way adds any of them."""
+    record = write_rsa_key(tmp_path / "dkim.pem")
+    signed = DkimSigner("e2a", tmp_path / "dkim.pem").sign(MESSAGE, "agents.test")
+    signature, _, _ = signed.partition(MESSAGE)
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        return record if name == b"e2a._domainkey.agents.test." else b""
+
+    assert dkim.verify(signed, dnsfunc=dns)
+    assert not dkim.verify(signature + added + MESSAGE, dnsfunc=dns)
+
+
 def test_a_to_or_date_an_mta_adds_to_mail_without_one_leaves_the_signature_intact(
     tmp_path: Path,
 ) -> None:

@@ -22,6 +22,7 @@ ADVISED_KEY_BITS = 2048
 """RFC 8301 section 3.2: signers should use keys at least this long."""
 _SIGNED_EVEN_ABSENT = (
     b"from",
+    b"cc",
     b"reply-to",
     b"subject",
     b"in-reply-to",
@@ -29,11 +30,11 @@ _SIGNED_EVEN_ABSENT = (
     CONVERSATION_HEADER.lower().encode("ascii"),
 )
 """Fields signed once more than they appear, also when they do not (RFC 6376 section 8.15), so
-a copy replayed with one added (a Reply-To sending answers elsewhere, a second Subject or From
-on top, which readers show, a conversation id) fails verification. No relay adds any of them."""
+a copy replayed with one added (a Reply-To sending answers elsewhere, a Cc naming someone the
+sender never wrote to, a second Subject or From on top, which readers show, a conversation id)
+fails verification. No relay adds any of them."""
 _SIGNED_ONCE_MORE = (
     b"to",
-    b"cc",
     b"date",
     b"message-id",
     b"mime-version",
@@ -45,7 +46,7 @@ _SIGNED_ONCE_MORE = (
 """Fields signed once more than they appear where they do: a second one added fails
 verification (RFC 8058 section 4 asks for both list fields under the signature). Where one is
 absent it is left unsigned: an MTA may add it (a `To: undisclosed-recipients:;` to mail without
-To or Cc), which must not break the signature."""
+To or Cc, a Date to mail without one), which must not break the signature."""
 
 
 class DkimKeyError(ConfigError):
@@ -155,7 +156,7 @@ class DkimSigner:
         """`raw` with a DKIM-Signature (relaxed/simple, rsa-sha256) for `domain` on top.
 
         It signs dkimpy's default fields (those RFC 6376 recommends, present), each once more
-        than it appears (`_SIGNED_ONCE_MORE`), and From, Reply-To, Subject, the threading
+        than it appears (`_SIGNED_ONCE_MORE`), and From, Cc, Reply-To, Subject, the threading
         fields and the conversation id (`X-E2A-Conversation-Id`) also where the message has
         none (`_SIGNED_EVEN_ABSENT`): mail relayed here and signed by our domain is trusted to
         name its conversation, and a signed copy replayed with a field added must fail
