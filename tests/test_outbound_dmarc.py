@@ -1,17 +1,24 @@
 """Every kind of mail e2a sends passes DMARC at the receiver on DKIM alone: an agent's mail, the
 approval notice and e2a's answer to a reply it could not act on, each captured as the relay
-(aiosmtpd on 127.0.0.1) got it, is checked by dkimpy and by the gateway's own DMARC evaluation
-against DNS fixtures holding the key record the gateway lists and `p=reject; adkim=s` — no SPF
-record, as at a receiver where the relay's SPF does not align. The envelope sender is on the
+(aiosmtpd on 127.0.0.1) got it, is checked by dkimpy, by a verifier written here from RFC 6376
+alone, and by the gateway's own DMARC evaluation against DNS fixtures holding the key record
+the gateway lists and `p=reject; adkim=s` — no SPF record, as at a receiver where the relay's
+SPF does not align. The envelope sender is on the
 From's domain too, so SPF aligns wherever it authorizes the relay."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import time
 from pathlib import Path
 
 import dkim
 import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
@@ -62,6 +69,48 @@ def receiver_dns(gateway: Gateway, domain: str) -> FixtureResolver:
     )
 
 
+def _relaxed(field: bytes) -> bytes:
+    """RFC 6376 section 3.4.2: a header field in relaxed canonical form, without its CRLF."""
+    name, _, value = field.partition(b":")
+    value = re.sub(rb"[ \t]+", b" ", value.replace(b"\r\n", b"")).strip(b" ")
+    return name.strip().lower() + b":" + value
+
+
+def verifies_by_the_rfc(raw: bytes, record: str) -> bool:
+    """A DKIM check of our own, independent of dkimpy (RFC 6376 sections 3.4, 3.5, 3.7; the
+    relaxed/simple rsa-sha256 e2a signs with): the first signature against `record`."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    fields = re.split(rb"\r\n(?![ \t])", head)
+    signature = fields[0]
+    tags = dict(
+        (key.strip(), re.sub(rb"\s+", b"", value))
+        for key, _, value in (
+            tag.partition(b"=") for tag in signature.partition(b":")[2].split(b";")
+        )
+        if key.strip()
+    )
+    assert (tags[b"c"], tags[b"a"], b"l" in tags) == (b"relaxed/simple", b"rsa-sha256", False)
+    canonical_body = body.rstrip(b"\r\n") + b"\r\n" if body.strip(b"\r\n") else b"\r\n"
+    if base64.b64decode(tags[b"bh"]) != hashlib.sha256(canonical_body).digest():
+        return False
+    unused = fields[1:]
+    signed = b""
+    for name in tags[b"h"].lower().split(b":"):
+        found = [f for f in unused if f.partition(b":")[0].strip().lower() == name]
+        if found:  # the last instance not yet used; none: an empty string (section 5.4.2)
+            unused.remove(found[-1])
+            signed += _relaxed(found[-1]) + b"\r\n"
+    signed += re.sub(rb"(\bb=)[^;]*", rb"\1", _relaxed(signature), count=1)
+    key_der = base64.b64decode(dict(t.strip().split("=", 1) for t in record.split(";"))["p"])
+    key = serialization.load_der_public_key(key_der)
+    assert isinstance(key, rsa.RSAPublicKey)
+    try:
+        key.verify(base64.b64decode(tags[b"b"]), signed, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        return False
+    return True
+
+
 def assert_passes_dmarc(gateway: Gateway, mail_from: str, raw: bytes) -> None:
     """`raw`, sent with envelope sender `mail_from`, verifies for its From domain (dkimpy and
     the gateway's DMARC check), and its envelope sender is on that domain."""
@@ -74,6 +123,13 @@ def assert_passes_dmarc(gateway: Gateway, mail_from: str, raw: bytes) -> None:
         return "".join(dns.txt(name.decode())).encode()
 
     assert dkim.verify(raw, dnsfunc=lookup)
+    listed = gateway.dkim_record(domain)
+    assert listed is not None
+    assert verifies_by_the_rfc(raw, listed.value)
+    assert not verifies_by_the_rfc(raw.replace(b"\r\n\r\n", b"\r\n\r\nx", 1), listed.value)
+    assert not verifies_by_the_rfc(
+        raw.replace(b"\r\nSubject: ", b"\r\nSubject: x", 1), listed.value
+    )
     results = authenticate_message(
         dns, client_ip="192.0.2.1", helo="relay.example", mail_from=mail_from, message=raw
     )
