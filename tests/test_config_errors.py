@@ -352,6 +352,24 @@ CASES: list[tuple[str, str, dict[str, str], tuple[str, ...]]] = [
         ("database.url", "not a valid PostgreSQL URL", "%25"),
     ),
     (
+        "database password in the query with a bare percent sign",
+        '[database]\nurl = "postgresql://e2a@127.0.0.1:1/e2a?password=hunter2%zz"\n',
+        {},
+        ("database.url", "not a valid PostgreSQL URL", "%25"),
+    ),
+    (
+        "database url quoted whole by libpq (an unclosed IPv6 bracket)",
+        '[database]\nurl = "postgresql://e2a:hunter2@[::1/e2a"\n',
+        {},
+        ("database.url", "not a valid PostgreSQL URL", 'matching "]"'),
+    ),
+    (
+        "database url quoted whole by libpq, its password in the query",
+        '[database]\nurl = "postgresql://[::1/e2a?password=hunter2"\n',
+        {},
+        ("database.url", "not a valid PostgreSQL URL", 'matching "]"'),
+    ),
+    (
         "smtp host name with a port",
         '[smtp]\nhostname = "mx.agents.test:25"\n',
         {},

@@ -141,15 +141,21 @@ _QUOTED = re.compile(r'"([^"]*)"')
 
 
 def url_parse_problem(url: str, exc: Exception) -> str:
-    """libpq's reason for refusing to parse `url`, on one line, with every quoted token taken
-    from the URL's user name and password shown as `"…"` (libpq quotes the token it could not
-    decode, which may be the password); a bad percent sign says how to write one."""
+    """libpq's reason for refusing to parse `url`, on one line, with every quoted token that
+    holds or is part of the URL's user name and password, or of its query (where
+    `?password=` may be), shown as `"…"`: libpq quotes the token it could not decode, which
+    may be the password, and sometimes the whole URL. A bad percent sign says how to write
+    one."""
     text = " ".join(str(exc).split())
-    credentials = url.partition("://")[2].rpartition("@")[0]
-    if credentials:
-        text = _QUOTED.sub(
-            lambda quoted: '"…"' if quoted[1] and quoted[1] in credentials else quoted[0], text
-        )
+    rest = url.partition("://")[2]
+    private = [part for part in (rest.rpartition("@")[0], rest.partition("?")[2]) if part]
+
+    def shown(quoted: re.Match[str]) -> str:
+        token = quoted[1]
+        hidden = bool(token) and any(token in part or part in token for part in private)
+        return '"…"' if hidden else quoted[0]
+
+    text = _QUOTED.sub(shown, text)
     if "percent-encoded" in text:
         text += "; a % in the user name or password is written %25 (and @ %40, / %2F, : %3A)"
     return text
