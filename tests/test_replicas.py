@@ -8,6 +8,7 @@ between them. Skipped (with a message) unless E2A_TEST_POSTGRES_URL names a test
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import smtplib
@@ -982,6 +983,31 @@ async def test_relay_payload_publishes_others_frames_and_skips_own() -> None:
         }
         relay_payload(hub, "me", json.dumps({"origin": "x", "agent_id": "agt_bot", "resync": 1}))
         assert live.ended is Ended.BEHIND
+
+
+def test_a_payload_this_version_cannot_read_is_logged_without_its_subject(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A replica of another version may announce a stored message in a shape this one cannot
+    read (a field renamed in an upgrade): the warning says so without quoting the payload,
+    which carries the message's subject and sender."""
+    subject = "Quarterly figures for the board"
+    newer = {
+        "origin": "other",
+        "agent_id": "agt_bot",
+        "agent": "bot@agents.test",
+        "id": "msg_1",
+        "from": "a@example.org",
+        "subject": subject,
+        "received": "2026-01-01T00:00:00Z",  # once `received_at`
+    }
+    caplog.set_level(logging.DEBUG)
+    assert not relay_payload(Hub(), "me", json.dumps(newer))
+    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    logged = warning.getMessage()
+    assert "malformed notification" in logged and "received_at" in logged
+    for private in ("Quarterly", "a@example.org"):
+        assert private not in logged, logged
 
 
 @pytest.mark.parametrize(

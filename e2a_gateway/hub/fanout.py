@@ -67,7 +67,10 @@ def relay_payload(
     try:
         decoded = decode_payload(payload)
     except ValueError as exc:
-        log.warning("fan-out: ignoring malformed notification %.200r (%s)", payload, exc)
+        # Not quoted: a stored message's payload carries its subject and sender.
+        log.warning(
+            "fan-out: ignoring malformed notification of %d characters (%s)", len(payload), exc
+        )
         return set()
     if decoded.origin == origin:
         return set()
