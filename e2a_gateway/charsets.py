@@ -112,19 +112,42 @@ def _windows_japanese(data: bytes) -> str:
     return text
 
 
+def _euro_for_lone_0x80(error: UnicodeError) -> tuple[str, int]:
+    """A codec error handler: byte 0x80 where a character starts reads as the euro sign (code
+    page 936's single byte for it, which WHATWG's gb18030 decoder reads so); any other error
+    is raised as it is."""
+    if isinstance(error, UnicodeDecodeError) and error.object[error.start] == 0x80:
+        return "\u20ac", error.start + 1
+    raise error
+
+
+codecs.register_error("e2a-euro-for-0x80", _euro_for_lone_0x80)
+
+
+def _windows_chinese(data: bytes) -> str:
+    """`data` as WHATWG's gb18030 decoder reads text labelled GB2312, GBK or GB18030: GB18030
+    (its two- and four-byte characters beyond GBK), 0x80 the euro sign as code page 936 writes
+    it; ValueError where it has no character."""
+    return data.decode("gb18030", "e2a-euro-for-0x80")
+
+
 _WIDER: dict[str, Callable[[bytes], str]] = {
     "shift_jis": _windows_japanese,
+    "gbk": _windows_chinese,
+    "gb18030": _windows_chinese,
     "iso2022_jp": _iso_2022_jp_wider,
     "euc_kr": lambda data: data.decode("cp949"),
     "big5": lambda data: data.decode("big5hkscs"),
 }
 """Charsets (by Python's codec name) narrower than what senders labelling text with them write,
-with a reading in the wider charset (Windows' Japanese and Korean, Hong Kong's Big5), tried when
-the text is invalid in the narrow one, as WHATWG's decoders read those labels."""
+with a reading in the wider charset (Windows' Japanese, Korean and Chinese, Hong Kong's Big5),
+tried when the text is invalid in the narrow one, as WHATWG's decoders read those labels."""
 
 
 _BYTE_ORDER_MARKS = (
     (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"),  # before UTF-16's, the first two bytes of it
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
     (codecs.BOM_UTF16_LE, "utf-16-le"),
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )

@@ -97,6 +97,9 @@ ISO_2022_JP_NEC = b"\x1b$B-!F|K\\\x1b(B ok"
         (b"iso-2022-jp", b"ok \x1b$(D\x22\x2f\x1b(B fine", "ok \u02d8 fine"),  # JIS X 0212
         (b"euc-kr", b"\x8cc\xb9\xe6", "똠방"),  # Windows' Korean beyond EUC-KR
         (b"big5", b"\x88V\xa4\xa4", "Ā中"),  # HKSCS
+        (b"gb2312", b"\xc4\xe3 \x80 10", "你 € 10"),  # code page 936's euro sign
+        (b"gbk", b"\xa2\xe3 \x952\x826", "€ 𠀀"),  # GB18030, two and four bytes
+        (b"x-gbk", b"\xa2\xe3\x80", "€€"),
     ],
 )
 def test_charsets_are_read_as_mail_readers_read_them(
@@ -115,6 +118,8 @@ def test_charsets_are_read_as_mail_readers_read_them(
         (b"iso-8859-1", b"\xef\xbb\xbfapprove"),  # the byte order mark decides, as WHATWG says
         (b"utf-16", b"\xff\xfea\x00p\x00p\x00r\x00o\x00v\x00e\x00"),
         (b"utf-16", b"\xfe\xff\x00a\x00p\x00p\x00r\x00o\x00v\x00e"),
+        (b"utf-32", b"\xff\xfe\x00\x00" + "approve".encode("utf-32-le")),  # no UTF-16 mark
+        (b"utf-32", b"\x00\x00\xfe\xff" + "approve".encode("utf-32-be")),
     ],
 )
 def test_a_byte_order_mark_is_no_part_of_the_text(charset: bytes, body: bytes) -> None:
