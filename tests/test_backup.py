@@ -19,6 +19,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -129,6 +130,11 @@ def test_a_backup_while_the_gateway_takes_mail_is_whole_and_serves_it(
         sender = threading.Thread(target=stream, args=(gateway.smtp_port, stop, during))
         sender.start()
         try:
+            deadline = time.monotonic() + 10
+            while len(during) < 5 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            acknowledged_before = list(during)  # each in the gateway's -wal, or copied on
+            assert (source / "e2a.db-wal").stat().st_size > 0
             result = run_e2a("backup", str(copy), "--config", str(gateway.config), cwd=source)
         finally:
             stop.set()
@@ -166,7 +172,7 @@ def test_a_backup_while_the_gateway_takes_mail_is_whole_and_serves_it(
             stored = stored_subjects(client)
     finally:
         second.kill()
-    assert {f"before {n}" for n in range(BEFORE)} <= stored
+    assert {f"before {n}" for n in range(BEFORE)} | set(acknowledged_before) <= stored
 
 
 def migrated(folder: Path) -> Path:
@@ -278,6 +284,38 @@ def test_a_full_disk_leaves_no_dest_and_no_temp_file(tmp_path: Path) -> None:
     line = one_error_line(result)
     assert "disk" in line and f"df -h {out}" in line, line
     assert list(out.iterdir()) == []
+
+
+ON_A_SMALL_TMPFS = (
+    'mount -t tmpfs -o size=256k tmpfs "$0" || exit 99; "$@"; code=$?; '
+    'echo "left: $(ls -A "$0")"; exit $code'
+)
+"""Run the rest of the command with a 256 KiB tmpfs mounted on the folder $0 (in a mount
+namespace of its own: gone when it ends), then say what was left in it."""
+
+
+def test_a_disk_that_fills_up_leaves_no_dest_and_no_temp_file(tmp_path: Path) -> None:
+    """A real full filesystem (ENOSPC, which SQLite reports as `database or disk is full`),
+    not only a file-size limit: the same one line, and nothing left in DEST's folder."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1) to mount a small tmpfs with")
+    config = migrated(tmp_path)
+    with sqlite3.connect(tmp_path / "e2a.db") as connection:  # larger than the tmpfs
+        connection.execute(
+            "INSERT INTO server_state (name, value) VALUES ('filler', ?)", ("x" * 400_000,)
+        )
+    out = tmp_path / "out"
+    out.mkdir()
+    prefix = ["unshare", "-rm", "sh", "-c", ON_A_SMALL_TMPFS, str(out)]
+    result = run_e2a(
+        "backup", str(out / "b.db"), "--config", str(config), cwd=tmp_path, command_prefix=prefix
+    )
+    if result.returncode == 99:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    line = one_error_line(result)
+    assert "full" in line, line
+    assert f"df -h {out}" in line and f"{out / 'b.db'} was not written" in line, line
+    assert result.stdout.splitlines()[-1] == "left: ", result.stdout
 
 
 def test_commits_during_the_copy_do_not_start_it_over(
