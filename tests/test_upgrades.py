@@ -215,7 +215,9 @@ def fill_older_database(url: str) -> None:
              "filters_json": json.dumps({"agent_emails": [], "conversation_ids": []}),
              "enabled": True, "seed": "seed-of-the-older-e2a", "created_at": NOW},
         )  # fmt: skip
-        folded = "copies" in _columns(url, "events")  # since 33: copies folded in one row
+        columns = _columns(url, "events")
+        folded = "copies" in columns  # since 33: copies folded in one row
+        shared = "body_id" in columns and not folded  # 31, 32: copies share one envelope
         for message_id, (agent, _, conversation, _) in INBOUND.items():
             event_id = f"evt_{message_id}"
             if folded and message_id == "msg_both_b":
@@ -229,6 +231,12 @@ def fill_older_database(url: str) -> None:
                     [["evt_msg_both_b", "msg_both_b", "b@agents.test", "cnv_both_b"]]
                 )
                 _insert(url, "event_copies", {"id": "evt_msg_both_b", "first_id": event_id})
+            if shared and message_id == "msg_both_a":  # kept once, by the first's event id
+                _insert(url, "event_bodies", {"id": event_id, "user_id": USER,
+                                              "created_epoch": EPOCH,
+                                              "envelope": row["envelope"]})  # fmt: skip
+            if shared and message_id == "msg_both_b":  # made from the first's when read
+                row.update(envelope=b"", body_id="evt_msg_both_a")
             _insert(url, "events", row)
 
 
@@ -264,6 +272,8 @@ async def assert_everything_kept(storage: Storage, url: str, version: int) -> No
             envelope = orjson.loads(event.envelope)
             assert envelope["id"] == event.id
             assert envelope["data"]["message_id"] == event.message_id
+            assert envelope["data"]["agent_email"] == event.agent_email
+            assert envelope["data"]["conversation_id"] == event.conversation_id
 
     (delivery,) = await storage.claim_webhook_jobs(EPOCH + 1, None, 60, {}, 10)
     assert delivery.message_id == "msg_both_b"
@@ -503,7 +513,7 @@ def fill_more(url: str) -> None:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("version", [20, 33, 40])
+@pytest.mark.parametrize("version", [20, 31, 33, 40])
 async def test_every_v1_read_serves_what_an_older_e2a_stored(
     storage_url: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
