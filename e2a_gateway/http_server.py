@@ -660,11 +660,26 @@ class _PingedWebsocket(WSStream):
     """hypercorn's WebSocket stream, whose pings expect their pong: a client that leaves one
     unanswered for PONG_WAIT_SECONDS is gone (a dropped NAT mapping, a sleeping laptop), and
     its connection is closed with 1001 `ping_timeout`, as e2a does, rather than left open
-    until the kernel gives up on it."""
+    until the kernel gives up on it. Pinging stops as soon as the stream is closed: the
+    connection, its socket and its place under the connection limits are let go once its
+    tasks end, and hypercorn's pinger slept on to its next ping (up to the interval) after a
+    client that left without a close frame."""
 
     def __init__(self, *args: Any) -> None:
+        self._ended = trio.Event()
         super().__init__(*args)
         self._pong_due = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether the stream has ended (hypercorn sets it wherever it ends the stream)."""
+        return self._closed
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        self._closed = value
+        if value:
+            self._ended.set()
 
     async def _send_pings(self) -> None:
         interval = self.config.websocket_ping_interval or PONG_WAIT_SECONDS
@@ -672,13 +687,18 @@ class _PingedWebsocket(WSStream):
         while not self.closed:
             self._pong_due = True
             await self._send_wsproto_event(Ping())
-            await self.context.sleep(wait)
+            await self._sleep(wait)
             if self.closed:
                 return
             if self._pong_due:
                 await self._close_unanswered()
                 return
-            await self.context.sleep(interval - wait)
+            await self._sleep(interval - wait)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait `seconds`, or less when the stream is closed meanwhile."""
+        with trio.move_on_after(seconds):
+            await self._ended.wait()
 
     async def _close_unanswered(self) -> None:
         """Close the connection for a missing pong, and tell the app why it ended."""

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -165,6 +166,18 @@ def get(path: str, *headers: str, version: str = "1.1") -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+def upgrade(path: str, key: str) -> bytes:
+    """A WebSocket upgrade request for `path` with the API key `key`."""
+    return get(
+        path,
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        f"Authorization: Bearer {key}",
+    )
+
+
 def post(path: str, body: bytes, *headers: str, length: bool = True) -> tuple[bytes, bytes]:
     """A POST's head (with Content-Length unless told not to) and its body."""
     lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", *headers]
@@ -225,6 +238,40 @@ async def test_a_websocket_is_not_idle_however_quiet(tmp_path: Path) -> None:
             with trio.fail_after(10):
                 frame = json.loads(await ws.get_message())
         assert frame["subject"] == "Still there"
+
+
+@pytest.mark.parametrize(
+    "socket_path", ["/v1/agents/{}/ws", "/api/v1/agents/{}/ws"], ids=["v1", "legacy"]
+)
+async def test_a_websocket_its_client_resets_is_let_go_at_once(
+    tmp_path: Path, socket_path: str
+) -> None:
+    # An agent on a flaky network reconnects over and over; each connection it drops
+    # without a close frame must free its socket and its place at once, not when the next
+    # ping finds it gone (up to the 30 s ping interval later): 100 such drops from one
+    # address filled `max_connections_per_ip` and locked that address out.
+    cycles = 100
+    async with gateway(tmp_path, keep_alive_seconds=60, max_connections_per_ip=5) as running:
+        account = await open_account(running.gateway, running.addresses.http_url, "flaky@x.com")
+        agent = await create_agent(account, "flaky")
+        await account.http.aclose()
+        await smtp_send(running.addresses.smtp_port, [agent], mail("Unread"))
+        path = socket_path.format(quote(agent, safe=""))
+        await trio.sleep(0.5)  # let start-up's deferred loading open what it opens
+        gc.collect()
+        before = open_sockets()
+        for _ in range(cycles):
+            connection = await connect(running)
+            await connection.send(upgrade(path, account.key))
+            assert (await connection.answer()).status == 101
+            connection.stream.socket.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            await connection.aclose()  # a reset, the unread message unacked
+            with trio.fail_after(3):
+                while open_sockets() > before:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+        assert await served(await connect(running))
 
 
 @pytest.mark.parametrize(
