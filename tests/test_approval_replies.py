@@ -719,3 +719,41 @@ async def test_a_delsp_flowed_reason_loses_only_the_wrapping_spaces(
     await send_reply(running, notice, data)
     expected = "the recipients are the wrong people for this quarter's numbers"
     assert row(gateway.settings, message.id) == ("rejected", OWNER, "reply", expected)
+
+
+async def test_the_reviewer_sees_where_answers_to_a_held_message_would_go(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    """A held message's Reply-To (the agent's choice) is named in the notice, on the link's
+    confirmation page and in the dashboard's queue, as its recipients are: approving mail to
+    alice whose answers go to a stranger is not approving mail to alice. The addresses are
+    shown, never the display names the agent wrote beside them."""
+    held = await owner.account.http.put(agent_path(owner.agent), json={"hitl_enabled": True})
+    assert held.status_code == 200, held.text
+    sent = await owner.account.http.post(
+        f"/v1/agents/{owner.agent}/messages",
+        json={
+            "to": ["alice@example.org"],
+            "subject": "Your invoice",
+            "text": "Please answer with your card number.",
+            "reply_to": ['"alice@example.org" <collector@evil.example>', "desk@example.org"],
+        },
+    )
+    assert sent.status_code == 202, sent.text
+    message_id = sent.json()["message_id"]
+    text = (await notice_for(sink, message_id)).get_content()
+    assert "Reply-To: collector@evil.example, desk@example.org" in text.splitlines()
+    shown = "<dt>Reply-To</dt><dd>collector@evil.example, desk@example.org</dd>"
+    token = text.partition("/api/v1/approve?token=")[2].split()[0]
+    async with httpx.AsyncClient(base_url=running.addresses.http_url, timeout=10) as browser:
+        page = await browser.get("/api/v1/approve", params={"token": token})
+        assert page.status_code == 200
+        assert shown in page.text
+        await sign_in(browser, owner.account.key)
+        queue = (await browser.get("/approvals")).text
+        review = (await browser.get(f"/approvals/{message_id}")).text
+    assert message_id in queue and shown in queue
+    assert (
+        "Answers go to (Reply-To) <strong>collector@evil.example, desk@example.org</strong>"
+        in review
+    )

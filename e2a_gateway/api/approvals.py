@@ -17,6 +17,7 @@ from e2a_gateway.clock import format_timestamp
 from e2a_gateway.operations import lifecycle, reviews
 from e2a_gateway.operations.errors import Gone, Invalid, NotFound, OperationError, Unprocessable
 from e2a_gateway.operations.reviews import AlreadyResolved
+from e2a_gateway.rfc5322 import address_list
 from e2a_gateway.signing.magic_links import Action
 from e2a_gateway.storage.base import OutboundMessage
 from e2a_gateway.web.context import current_gateway
@@ -78,12 +79,16 @@ def _refused(refused: Invalid | Gone | NotFound | Unprocessable) -> Response:
 
 
 def _summary(message: OutboundMessage) -> str:
-    """Recipients, subject and expiry of `message` as escaped HTML (never the body)."""
+    """Recipients, where their answers go (the Reply-To's addresses, without the names the
+    agent wrote beside them), subject and expiry of `message` as escaped HTML (never the
+    body)."""
     rows = [("From", message.agent_email), ("To", ", ".join(message.to) or "(none)")]
     if message.cc:
         rows.append(("Cc", ", ".join(message.cc)))
     if message.bcc:
         rows.append(("Bcc", ", ".join(message.bcc)))
+    if message.reply_to:
+        rows.append(("Reply-To", ", ".join(address_list(message.reply_to))))
     rows.append(("Subject", message.subject))
     if message.approval_expires_at is not None:
         rows.append(("Expires", format_timestamp(message.approval_expires_at)))

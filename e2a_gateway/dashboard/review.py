@@ -16,6 +16,7 @@ from e2a_gateway.operations.errors import NotFound, OperationError
 from e2a_gateway.operations.messages import decode_page_token, encode_page_token
 from e2a_gateway.operations.requests import parse_request
 from e2a_gateway.operations.reviews import ApproveBody
+from e2a_gateway.rfc5322 import address_list as mailbox_addresses
 from e2a_gateway.storage.base import OutboundSummary
 from e2a_gateway.storage.vocabulary import PENDING_APPROVAL
 from e2a_gateway.web.context import current_gateway
@@ -94,7 +95,8 @@ async def _review_page(
     error: str | None = None,
     typed: Mapping[str, str] | None = None,
 ) -> Response:
-    """The review page of a held message; after a refused approval, its form holds what the
+    """The review page of a held message, naming where answers to it go (its Reply-To's
+    addresses, which no edit changes); after a refused approval, its form holds what the
     reviewer `typed` rather than the message as held, so their edits are not lost."""
     found = await reviews.outbound_message(current_gateway(), session.caller, message_id)
     kept = {name: typed[name] for name in EDITABLE_FIELDS if typed and name in typed}
@@ -104,6 +106,7 @@ async def _review_page(
         status=status,
         error=error,
         message=outbound_view(found),
+        reply_to=mailbox_addresses(found.reply_to),
         typed=kept,
     )
 

@@ -614,6 +614,8 @@ class OutboundSummary:
     """Each recipient's hand-off result (as `OutboundMessage.recipient_results`)."""
     conversation_id: str | None
     email_message_id: str
+    reply_to: str | None = None
+    """The Reply-To the sender asked for (as `OutboundMessage.reply_to`)."""
     preview: BodyPreview | None = None
     content: OutboundContent | None = None
     """Its bodies cut and its attachments' sizes, when asked for (`body_chars`)."""

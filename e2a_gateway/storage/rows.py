@@ -84,12 +84,12 @@ OUTBOUND_SUMMARY_COLUMNS = (
     "m.id, m.seq, m.agent_email, m.to_json, m.cc_json, m.bcc_json, m.subject, m.status, "
     "m.approval_expires_at, m.created_at, m.reviewed_at, m.rejection_reason, m.method, "
     "m.edited, m.send_error, m.sent_at, m.reviewed_by, m.review_method, m.auth_results_json, "
-    "m.kind, m.conversation_id, m.rfc_message_id"
+    "m.kind, m.conversation_id, m.rfc_message_id, m.reply_to"
 )
 """Columns of `messages m` for an OutboundSummary: no body, no attachments; a preview's four
 columns (text's beginning, its length, has HTML, attachment names) may follow, then the
 content's three (text and HTML cut, attachment infos)."""
-_SUMMARY_WIDTH = 22
+_SUMMARY_WIDTH = 23
 """How many columns OUTBOUND_SUMMARY_COLUMNS are."""
 DOMAIN_COLUMNS = (
     "user_id, domain, verification_token, verified, created_at, verified_at, last_checked_at"
@@ -289,6 +289,7 @@ def decode_outbound_summary(
         kind=row[19],
         conversation_id=row[20],
         email_message_id=row[21],
+        reply_to=row[22],
         preview=shown,
         content=cut,
     )

@@ -217,9 +217,11 @@ def _outbound_envelope(message: OutboundMessage | OutboundSummary) -> dict[str, 
 
 def outbound_summary_view(summary: OutboundSummary) -> dict[str, Any]:
     """An outbound message as the dashboard's lists show it: the fields every state shows
-    (`_outbound_envelope`), without body or attachments, with the preview read in their
-    place, if any, and how many characters of the text it leaves out (`preview_left`)."""
+    (`_outbound_envelope`) and the addresses of its Reply-To (`reply_to_addresses`), without
+    body or attachments, with the preview read in their place, if any, and how many characters
+    of the text it leaves out (`preview_left`)."""
     view = _outbound_envelope(summary)
+    view["reply_to_addresses"] = address_list(summary.reply_to)
     if summary.preview is not None:
         view["preview"] = summary.preview
         view["preview_left"] = summary.preview.text_length - len(summary.preview.text or "")

@@ -28,6 +28,7 @@ from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, new_me
 from e2a_gateway.outbound.notice_sender import notice_sender
 from e2a_gateway.outbound.relay import hand_off
 from e2a_gateway.rate_windows import RateLimit
+from e2a_gateway.rfc5322 import address_list
 from e2a_gateway.signing.magic_links import Action, issue_token, link_key
 from e2a_gateway.signing.reply_tokens import generate_reply_token, reply_address
 from e2a_gateway.smtp.client import Outcome, Outgoing
@@ -103,6 +104,8 @@ def notice_text(
         lines.append(f"Cc:       {_one_line(', '.join(message.cc))}")
     if message.bcc:
         lines.append(f"Bcc:      {_one_line(', '.join(message.bcc))}")
+    if message.reply_to:  # where the recipients' answers go: the agent's choice
+        lines.append(f"Reply-To: {_one_line(', '.join(address_list(message.reply_to)))}")
     lines += [
         f"Subject:  {_one_line(message.subject)}",
         f"Expires:  {deadline} (if nobody decides by then, it is {fate})",
