@@ -457,7 +457,12 @@ class _ContinueWhenAsked(h11.Connection):
         return self.body_wanted and super().they_are_waiting_for_100_continue
 
     def next_event(self) -> Any:
-        """h11's next event, keeping the reason when the client's bytes are not HTTP/1.1."""
+        """h11's next event, keeping the reason when the client's bytes are not HTTP/1.1.
+        Bytes after a request that closes the connection (`Connection: close`, HTTP/1.0) are
+        dropped unread, as RFC 9112 section 9.6 has it: h11 took them for a protocol error, and
+        the request, valid, was answered 400 and cut short."""
+        if self.their_state is h11.MUST_CLOSE and self._receive_buffer:
+            self._receive_buffer = type(self._receive_buffer)()  # h11 offers no way to drop them
         try:
             return super().next_event()
         except h11.RemoteProtocolError as error:

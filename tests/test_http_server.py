@@ -296,6 +296,42 @@ async def test_the_connection_closes_after_an_answer_that_says_so(
         assert closed_after is not None and closed_after < 1
 
 
+@pytest.mark.parametrize(
+    "trailing",
+    [b"\r\n", get("/api/health"), b"junk that is not HTTP"],
+    ids=["blank-line", "pipelined-request", "junk"],
+)
+@pytest.mark.parametrize("closing", ["Connection: close", "HTTP/1.0"])
+async def test_bytes_after_a_request_that_closes_the_connection_are_ignored(
+    tmp_path: Path, trailing: bytes, closing: str
+) -> None:
+    """A request that says the connection closes after it (`Connection: close`, or HTTP/1.0)
+    is answered and carried out whatever the client sends after it (old clients end a POST
+    body with a blank line): those bytes are not read as a request (RFC 9112 section 9.6).
+    They were taken for a malformed request: the POST was answered 400 and not carried out."""
+    async with gateway(tmp_path, keep_alive_seconds=60) as running:
+        key = await api_key(running)
+        body = json.dumps({"slug": "closing-bot", "agent_mode": "local"}).encode()
+        lines = [
+            "POST /api/v1/agents HTTP/1.0"
+            if closing == "HTTP/1.0"
+            else "POST /api/v1/agents HTTP/1.1",
+            "Host: 127.0.0.1",
+            f"Authorization: Bearer {key}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+        ]
+        if closing != "HTTP/1.0":
+            lines.append(closing)
+        connection = await connect(running)
+        await connection.send(("\r\n".join(lines) + "\r\n\r\n").encode() + body + trailing)
+        answer = await connection.answer()
+        assert answer.status == 201, answer.body
+        assert answer.json()["email"] == "closing-bot@agents.test"  # type: ignore[index]
+        assert await connection.closed_within(5) is not None
+        assert connection.buffer == b""  # nothing answered the bytes after it
+
+
 async def test_three_hundred_idle_connections_are_released(tmp_path: Path) -> None:
     count = 300
     async with gateway(tmp_path, keep_alive_seconds=3, max_connections_per_ip=count) as running:
