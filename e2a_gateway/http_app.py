@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from e2a_gateway import unsubscribe_links
 from e2a_gateway.api.body_limit import BodyLimit
+from e2a_gateway.api.content_coding import IdentityBodiesOnly
 from e2a_gateway.api.expect_continue import ContinueHTTPConnection, ContinueRequest
 from e2a_gateway.api.proxies import TrustedProxies
 from e2a_gateway.api.routes import register_api
@@ -32,10 +33,11 @@ from e2a_gateway.web.socket_reading import ReadToTheEndConnection
 
 def guard_requests(app: ASGIFramework, settings: HttpSettings) -> ASGIFramework:
     """`app` behind what every HTTP request passes before any route: the client's address
-    taken from trusted proxies (`http.trusted_proxies`), and the bound on the body
-    (`http.max_request_bytes`) and on the time it takes to arrive (`http.request_body_seconds`)."""
+    taken from trusted proxies (`http.trusted_proxies`), no body with a content coding, and
+    the bound on the body (`http.max_request_bytes`) and on the time it takes to arrive
+    (`http.request_body_seconds`)."""
     bounded = BodyLimit(app, settings.max_request_bytes, settings.request_body_seconds)
-    return TrustedProxies(bounded, settings.trusted_networks)
+    return TrustedProxies(IdentityBodiesOnly(bounded), settings.trusted_networks)
 
 
 def _announces_body(headers: Headers) -> bool:

@@ -1,12 +1,15 @@
 """The JSON error answering a request refused below the apps — by the HTTP server (framing it
 cannot trust, an app that ended without an answer) or by the request body bounds — in the shape
 of the face the request was for: e2a's envelope with a request id under `/v1`, the 2.x shape
-with an `X-Request-Id` header under `/api/v1`, the bare shape elsewhere. Pure."""
+with an `X-Request-Id` header under `/api/v1`, the bare shape elsewhere. `refusal_answer` is
+pure; `send_refusal` sends its answer as an ASGI response."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+
+from hypercorn.typing import ASGISendCallable, HTTPScope
 
 from e2a_gateway.request_ids import HEADER as REQUEST_ID_HEADER
 from e2a_gateway.request_ids import request_id_for
@@ -41,6 +44,24 @@ def refusal_answer(
         *extra,
     ]
     return headers, body
+
+
+async def send_refusal(
+    send: ASGISendCallable,
+    scope: HTTPScope,
+    status: int,
+    code: str,
+    message: str,
+    details: Mapping[str, object] | None = None,
+    extra_headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer the request `scope` with `status` and the error `code` (`refusal_answer`'s
+    headers and body, and `extra_headers`), closing the connection after it."""
+    headers, body = refusal_answer(scope["path"], scope["headers"], code, message, details)
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [*headers, *extra_headers]}
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _under(path: str, prefix: str) -> bool:

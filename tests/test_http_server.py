@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import gzip
 import json
 import os
 import re
@@ -591,6 +592,57 @@ async def test_content_length_with_transfer_encoding_is_refused(tmp_path: Path, 
         assert answer.headers["connection"] == "close"
         assert await connection.closed_within(5) is not None
         assert connection.buffer == b""
+
+
+@pytest.mark.parametrize("path", ["/api/v1/agents", "/v1/agents", "/mcp", "/signin"])
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "gzip, identity"])
+async def test_a_compressed_request_body_is_refused_with_415(
+    tmp_path: Path, path: str, coding: str
+) -> None:
+    """A body sent with a content coding (a gzip bomb: 10 MB of JSON in 10 KB) is refused with
+    415 naming the coding and `Accept-Encoding: identity` (RFC 9110 section 15.5.16), never
+    inflated. It used to be read as JSON as it came, answered `not valid JSON: 'utf-8' codec
+    can't decode byte 0x8b`, or a parse error on `/mcp`: no word of what was wrong."""
+    async with gateway(tmp_path) as running:
+        key = await api_key(running)
+        connection = await connect(running)
+        bomb = gzip.compress(b'{"slug": "' + b"a" * 10_000_000 + b'"}')
+        head, body = post(
+            path,
+            bomb,
+            f"Authorization: Bearer {key}",
+            "Content-Type: application/json",
+            "Accept: application/json, text/event-stream",
+            f"Content-Encoding: {coding}",
+            "X-Request-Id: coded-1",
+        )
+        await connection.send(head + body)
+        answer = await connection.answer()
+        assert answer.status_line == "HTTP/1.1 415 Unsupported Media Type"
+        assert answer.headers["accept-encoding"] == "identity"
+        assert answer.headers["content-type"] == "application/json"
+        error = answer.json()["error"]  # type: ignore[index]
+        assert error["code"] == "unsupported_media_type"
+        assert f"Content-Encoding: {coding}" in error["message"]
+        assert "uncompressed" in error["message"]
+        if path != "/mcp" and path != "/signin":
+            assert_request_id(answer, path, "coded-1")
+        assert await connection.closed_within(5) is not None
+
+
+async def test_a_request_body_said_to_be_identity_coded_is_read(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as running:
+        key = await api_key(running)
+        connection = await connect(running)
+        head, body = post(
+            "/api/v1/agents",
+            json.dumps({"slug": "plain-bot", "agent_mode": "local"}).encode(),
+            f"Authorization: Bearer {key}",
+            "Content-Type: application/json",
+            "Content-Encoding: identity",
+        )
+        await connection.send(head + body)
+        assert (await connection.answer()).status == 201
 
 
 @pytest.mark.parametrize("path", ["/api/v1/agents", "/v1/agents"])

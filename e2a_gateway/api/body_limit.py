@@ -30,7 +30,7 @@ from hypercorn.typing import (
     Scope,
 )
 
-from e2a_gateway.http_refusals import refusal_answer
+from e2a_gateway.http_refusals import send_refusal
 
 
 @dataclass
@@ -110,29 +110,14 @@ class BodyLimit:
             "actual_bytes": received,
             "max_seconds": self._body_seconds,
         }
-        await _send_error(send, scope, 408, "request_timeout", message, details)
+        await send_refusal(send, scope, 408, "request_timeout", message, details)
 
     async def _refuse(self, send: ASGISendCallable, scope: HTTPScope, received: int) -> None:
         message = (
             f"request body too large: at most {self._max_bytes} bytes (http.max_request_bytes)"
         )
         details = {"scope": "request_body", "actual_bytes": received, "max_bytes": self._max_bytes}
-        await _send_error(send, scope, 413, "payload_too_large", message, details)
-
-
-async def _send_error(
-    send: ASGISendCallable,
-    scope: HTTPScope,
-    status: int,
-    code: str,
-    message: str,
-    details: dict[str, object],
-) -> None:
-    """Send the error `code` with `status` in the face's JSON error shape (e2a's envelope
-    with `details` and a request id under `/v1`) and close the connection."""
-    headers, body = refusal_answer(scope["path"], scope["headers"], code, message, details)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+        await send_refusal(send, scope, 413, "payload_too_large", message, details)
 
 
 def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
