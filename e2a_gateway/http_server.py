@@ -193,10 +193,16 @@ class _CountedListener(trio.abc.Listener[trio.SocketStream]):
     async def serve(
         self, handler: Callable[[trio.SocketStream], Any], stream: trio.SocketStream
     ) -> None:
-        """Serve a connection `accept` admitted with `handler`, and free its place after."""
+        """Serve a connection `accept` admitted with `handler`, and free its place after. A
+        connection that fails is logged and closed: an exception escaping it would end every
+        other connection and the listener with it."""
         network = self._admitted.pop(stream)
         try:
             await handler(stream)
+        except Exception:
+            logger.exception("HTTP connection failed; closed")
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
         finally:
             self._open -= 1
             release(self._per_network, network)
@@ -366,6 +372,12 @@ class _Connection(TCPServer):
                 await self.protocol.handle(Closed())
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 await self.protocol.handle(Closed())
+
+    async def _close(self) -> None:
+        """hypercorn's close (EOF, then the socket closed), the EOF sent when no write is in
+        progress: sent beside one, it made trio refuse the write (BusyResourceError)."""
+        async with self.send_lock:
+            await super()._close()
 
     def _note_stalled(self) -> None:
         """Tell the app, when the connection is a WebSocket's, that its client stopped reading

@@ -22,10 +22,18 @@ from urllib.parse import quote
 import httpx
 import pytest
 import trio
+from hypercorn.config import Config
 from trio_websocket import open_websocket_url
 
 from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.http_server import (
+    ConnectionLimits,
+    _Connection,
+    _CountedListener,
+    _Protocols,
+    _ServingContext,
+)
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import make_settings
 from tests.delivery_support import create_agent, mail, open_account, smtp_send
@@ -917,3 +925,64 @@ async def test_a_trusted_proxy_is_not_held_to_max_connections_per_ip(tmp_path: P
         assert await served(await connect_from(running, "127.0.0.1"))
         assert not await served(await connect_from(running, "127.0.0.1"))
         assert refusals(running, "max_connections_per_ip") == 1
+
+
+# One connection's trouble stays its own
+
+
+def raw_connection(stream: trio.SocketStream) -> _Connection:
+    """The gateway's connection class on `stream`, without an app: only writes and closes."""
+    config = Config()
+    config.keep_alive_timeout = 1.0
+    context = _ServingContext(1.0)
+    connection = _Connection(None, config, context, {}, stream)  # type: ignore[arg-type]
+    connection.protocol = _Protocols(
+        None,  # type: ignore[arg-type]
+        config,
+        context,
+        None,  # type: ignore[arg-type]
+        {},  # type: ignore[arg-type]
+        False,
+        None,
+        None,
+        connection.protocol_send,
+    )
+    return connection
+
+
+async def test_a_write_beside_the_close_waits_its_turn() -> None:
+    """Found probing WebSockets: a connection closing (a close frame answered) while another of
+    its tasks wrote to it (a ping, a frame of the app's) sent its EOF beside that write; trio
+    refused the second sender with BusyResourceError, which took the whole HTTP listener
+    down. The EOF now waits its turn, as every write does. (trio runs the two tasks in either
+    order, at random: forty tries meet the bad one.)"""
+    for _ in range(40):
+        ours, theirs = socket.socketpair()
+        connection = raw_connection(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+        with theirs, trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(connection._close)
+                nursery.start_soon(connection._write, b"ping")
+
+
+async def test_a_connection_that_fails_is_logged_and_frees_its_place(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ours, theirs = socket.socketpair()
+    listener = _CountedListener(
+        None,  # type: ignore[arg-type]
+        ConnectionLimits(max_connections=1, max_connections_per_ip=1, ipv6_network_prefix=64),
+        lambda limit: None,
+    )
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+    listener._admitted[stream] = "local"
+    listener._open = 1
+    listener._per_network["local"] = 1
+
+    async def failing(stream: trio.SocketStream) -> None:
+        raise RuntimeError("a bug in one connection")
+
+    with theirs:
+        await listener.serve(failing, stream)  # does not raise: the other connections go on
+    assert listener._open == 0 and not listener._per_network
+    assert any("a bug in one connection" in (r.exc_text or "") for r in caplog.records)
