@@ -589,6 +589,7 @@ def _all_errors(operation: Operation, route: Route) -> dict[int, tuple[str, ...]
     if operation.body is not None or operation.form_token:
         shared[400] = ("invalid_json", "invalid_request") if operation.body else ()
         shared[413] = ("payload_too_large",)
+        shared[415] = ("unsupported_media_type",)
     if operation.security != "none":
         shared[401] = ("unauthorized",)
     if route.path_parameters:
