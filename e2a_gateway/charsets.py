@@ -20,6 +20,7 @@ from email.headerregistry import BaseHeader
 from email.message import MIMEPart
 from functools import partial
 
+from e2a_gateway.bidi import BIDI_CONTROLS
 from e2a_gateway.email_policies import READING, HeaderClassesOnce
 from e2a_gateway.rfc5322 import HeaderFields
 from e2a_gateway.utf8_cuts import utf8_prefix, utf8_size
@@ -465,9 +466,6 @@ _FILENAME_PARAMETERS = (("content-disposition", "filename"), ("content-type", "n
 """Where a part names its file, in the order `Message.get_filename` looks."""
 
 
-_BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-"""Characters that reorder the text around them: `invoice`, U+202E, `fdp.exe` shows as
-`invoiceexe.pdf`."""
 _PATH_SEPARATORS = re.compile(r"[/\\]")
 
 
@@ -478,7 +476,7 @@ def _file_name(named: str) -> str | None:
     (`_within_file_name_bytes`); None when nothing else is left (`..`)."""
     name = _PATH_SEPARATORS.split(named)[-1]
     name = "".join(
-        ch for ch in name if unicodedata.category(ch) != "Cc" and ch not in _BIDI_CONTROLS
+        ch for ch in name if unicodedata.category(ch) != "Cc" and ch not in BIDI_CONTROLS
     ).strip()
     return None if name in ("", ".", "..") else _within_file_name_bytes(name)
 

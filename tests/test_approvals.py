@@ -416,6 +416,21 @@ async def test_get_shows_a_page_and_never_acts(
     assert "outbound" not in job_kinds(gateway.settings, message.id)
 
 
+async def test_the_confirmation_page_shows_a_reordering_subject_in_its_real_order(
+    running: RunningGateway, owner: Owner, anonymous: httpx.AsyncClient
+) -> None:
+    """An agent-written subject holding a right-to-left override (`Invoice‮gpj.exe`, which
+    reads as `Invoiceexe.jpg`) shows its bidirectional controls as U+FFFD on the page that
+    approves it."""
+    gateway = running.gateway
+    deadline = time.time() + 3600
+    message = await add_pending(gateway, owner, deadline, subject="Invoice\u202egpj.exe\u202c")
+    token = await token_for(gateway, owner, message.id, "approve", deadline)
+    page = await anonymous.get("/api/v1/approve", params={"token": token})
+    assert page.status_code == 200
+    assert "<dd>Invoice\ufffdgpj.exe\ufffd</dd>" in page.text, ascii(page.text)
+
+
 @pytest.mark.parametrize("path", ["/api/v1/approve", "/api/v1/approve/", "/v1/approve/"])
 async def test_the_confirmation_form_acts_wherever_the_page_was_opened(
     running: RunningGateway, owner: Owner, anonymous: httpx.AsyncClient, path: str

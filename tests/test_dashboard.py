@@ -1628,3 +1628,73 @@ async def test_mail_and_names_are_shown_as_text_never_as_markup(
     assert HOSTILE in assert_inert(await client.get("/approvals"))
     assert HOSTILE in assert_inert(await client.get(f"/approvals/{held.json()['message_id']}"))
     assert HOSTILE in assert_inert(await client.get("/outbound"))
+
+
+REORDERED = "\u202emoc.knab@"
+"""A right-to-left override in what a sender writes: `"‮moc.knab@"@evil.example`, shown as
+it is, reads as `"elpmaxe.live@"@bank.com`, and `Invoice ‮fdp.exe` as `Invoice exe.pdf`."""
+_REORDERING = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+async def test_text_that_would_reorder_itself_is_shown_in_its_real_order(
+    browser, make_account, running: RunningGateway
+) -> None:
+    """A sender's address, a subject and a body holding bidirectional embeddings, overrides or
+    isolates show them as U+FFFD on every page and in the live inbox's events, so they cannot
+    make an address or a file name read as another; the review form keeps a held message's
+    subject exactly, so approving it unchanged edits nothing."""
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "bidi")
+    made = await alice.http.put(agent_path(address), json={"hitl_enabled": True})
+    assert made.status_code == 200, made.text
+    raw = (
+        f'From: "Bank" <"{REORDERED}"@evil.example>\r\nTo: {address}\r\n'
+        "Subject: Invoice \u2067fdp.exe\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\nPay \u202dnow\r\n"
+    ).encode()
+
+    def send() -> None:
+        with smtplib.SMTP(running.addresses.smtp_host, running.addresses.smtp_port) as smtp:
+            smtp.ehlo()
+            smtp.sendmail("carol@example.org", [address], raw, mail_options=["SMTPUTF8"])
+
+    await trio.to_thread.run_sync(send)
+    listed = (await alice.http.get(agent_path(address, "/messages"))).json()
+    [message] = listed["messages"]
+    assert message["from"] == f'"{REORDERED}"@evil.example'  # the API keeps it as received
+    held = await alice.http.post(
+        "/api/v1/send",
+        json={"from": address, "to": ["x@example.org"], "subject": "Re \u202efdp.exe", "body": "x"},
+    )
+    assert held.status_code == 202, held.text
+    held_id = held.json()["message_id"]
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    mailbox = quote(address, safe="")
+    for path in (
+        f"/agents/{mailbox}/inbox",
+        f"/agents/{mailbox}/inbox/{message['message_id']}",
+        "/approvals",
+        "/outbound",
+    ):
+        shown = assert_inert(await client.get(path))
+        assert not _REORDERING.search(shown), (path, ascii(shown))
+        assert "\ufffd" in shown, path
+    review = await client.get(f"/approvals/{held_id}")
+    assert not _REORDERING.search(assert_inert(review))
+    fields = _FormFields()
+    fields.feed(review.text)
+    assert fields.values["subject"] == "Re \u202efdp.exe"
+    approved = await client.post(f"/approvals/{held_id}/approve", data=fields.values)
+    assert approved.status_code == 303, approved.text
+    assert (await alice.http.get(f"/api/v1/messages/{held_id}")).json()["edited"] is False
+
+    with trio.fail_after(10):
+        async with client.stream("GET", f"/agents/{mailbox}/events?status=all") as stream:
+            async for line in stream.aiter_lines():
+                if line.startswith("data: {"):
+                    frame = json.loads(line[len("data: ") :])
+                    break
+    assert frame["message_id"] == message["message_id"]
+    assert frame["from"] == '"\ufffdmoc.knab@"@evil.example'
+    assert frame["subject"] == "Invoice \ufffdfdp.exe"

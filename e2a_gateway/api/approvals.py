@@ -13,6 +13,7 @@ from html import escape
 
 from quart import Blueprint, Response, request
 
+from e2a_gateway.bidi import in_real_order
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.operations import lifecycle, reviews
 from e2a_gateway.operations.errors import Gone, Invalid, NotFound, OperationError, Unprocessable
@@ -81,7 +82,7 @@ def _refused(refused: Invalid | Gone | NotFound | Unprocessable) -> Response:
 def _summary(message: OutboundMessage) -> str:
     """Recipients, where their answers go (the Reply-To's addresses, without the names the
     agent wrote beside them), subject and expiry of `message` as escaped HTML (never the
-    body)."""
+    body), bidirectional embeddings, overrides and isolates shown as U+FFFD."""
     rows = [("From", message.agent_email), ("To", ", ".join(message.to) or "(none)")]
     if message.cc:
         rows.append(("Cc", ", ".join(message.cc)))
@@ -92,7 +93,9 @@ def _summary(message: OutboundMessage) -> str:
     rows.append(("Subject", message.subject))
     if message.approval_expires_at is not None:
         rows.append(("Expires", format_timestamp(message.approval_expires_at)))
-    items = "".join(f"<dt>{escape(name)}</dt><dd>{escape(value)}</dd>" for name, value in rows)
+    items = "".join(
+        f"<dt>{escape(name)}</dt><dd>{escape(in_real_order(value))}</dd>" for name, value in rows
+    )
     return f"<dl>{items}</dl>"
 
 

@@ -16,6 +16,8 @@ import unicodedata
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from e2a_gateway.bidi import BIDI_CONTROLS
+
 if TYPE_CHECKING:
     from e2a_gateway.v1 import AsyncInboundEmail, InboundEmail
 
@@ -26,10 +28,6 @@ _ESCAPE_SEQUENCE = re.compile(
     r"|\x1b[ -/]*[0-~]?"  # any other escape
 )
 """Terminal control sequences, 7-bit (ESC …) and 8-bit (C1) alike: each is removed whole."""
-_BIDI_CONTROLS = frozenset(
-    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-)
-"""Marks, embeddings, overrides and isolates, which reorder how a line is displayed."""
 _LINE_BREAKS = re.compile(r"\r\n?|\x85|\u2028|\u2029")
 
 
@@ -42,7 +40,7 @@ def terminal_text(text: str, *, multiline: bool = False) -> str:
     safe = "".join(
         char
         for char in _ESCAPE_SEQUENCE.sub("", text)
-        if char in "\n\t" or (unicodedata.category(char) != "Cc" and char not in _BIDI_CONTROLS)
+        if char in "\n\t" or (unicodedata.category(char) != "Cc" and char not in BIDI_CONTROLS)
     )
     return safe if multiline else " ".join(safe.split())
 

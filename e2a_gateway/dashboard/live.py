@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 
+from e2a_gateway.bidi import in_real_order
 from e2a_gateway.dashboard.auth import Session
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.hub import Listener
@@ -45,8 +46,13 @@ RELOAD = b"event: reload\ndata: \n\n"
 
 def event(frame: dict[str, Any], position: int | None = None) -> bytes:
     """One `message` event carrying a notification frame as JSON, with the message's inbox
-    `position` (as a page token) for its id when known."""
-    return f"event: message\n{_id_line(position)}data: {json.dumps(frame)}\n\n".encode()
+    `position` (as a page token) for its id when known. The page shows its text as the
+    dashboard's pages do: bidirectional embeddings, overrides and isolates as U+FFFD."""
+    shown = {
+        name: in_real_order(value) if isinstance(value, str) else value
+        for name, value in frame.items()
+    }
+    return f"event: message\n{_id_line(position)}data: {json.dumps(shown)}\n\n".encode()
 
 
 def position_event(position: int) -> bytes:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from flask.sansio.blueprints import BlueprintSetupState
+from markupsafe import Markup
 from quart import (
     Blueprint,
     Response,
@@ -25,6 +27,7 @@ from quart import (
 )
 from werkzeug.exceptions import HTTPException
 
+from e2a_gateway.bidi import in_real_order
 from e2a_gateway.dashboard.auth import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -90,6 +93,36 @@ def minute_utc(value: str | None) -> str:
     if not value or len(value) < 16 or value[10] != "T":
         return value or "—"
     return f"{value[:10]} {value[11:16]} UTC"
+
+
+class FormValue(str):
+    """What a form field holds: sent back exactly as shown, so shown exactly (`verbatim`)."""
+
+
+@blueprint.app_template_filter("verbatim")
+def verbatim(value: str | None) -> FormValue:
+    """`value` for a form field's value, which the browser sends back: shown as it is, with
+    any bidirectional control, so that submitting the form unchanged changes nothing."""
+    return FormValue(value or "")
+
+
+def in_order(value: object) -> object:
+    """Every value a template shows (Jinja's `finalize`), before it is escaped: text with its
+    bidirectional embeddings, overrides and isolates shown as U+FFFD, so that what a sender or
+    an agent wrote cannot make an address or a file name read as another; a form field's
+    value (`verbatim`) as it is."""
+    if isinstance(value, FormValue):
+        return value
+    if isinstance(value, Markup):
+        return Markup(in_real_order(value))
+    if isinstance(value, str):
+        return in_real_order(value)
+    return value
+
+
+@blueprint.record_once
+def _show_in_order(state: BlueprintSetupState) -> None:
+    state.app.jinja_env.finalize = in_order
 
 
 @blueprint.app_template_filter("clip")
