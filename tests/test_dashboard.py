@@ -1698,3 +1698,28 @@ async def test_text_that_would_reorder_itself_is_shown_in_its_real_order(
     assert frame["message_id"] == message["message_id"]
     assert frame["from"] == '"\ufffdmoc.knab@"@evil.example'
     assert frame["subject"] == "Invoice \ufffdfdp.exe"
+
+
+async def test_the_message_page_says_where_answers_go(
+    browser, make_account, running: RunningGateway
+) -> None:
+    """A message whose Reply-To names another address than its From shows that address: the
+    agent's replies go there, not to the sender the page names."""
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "answers")
+    raw = (
+        f"From: Bank <support@bank.example>\r\nReply-To: Bank <collect@evil.example>\r\n"
+        f"To: {address}\r\nSubject: Your account\r\n\r\nPlease confirm.\r\n"
+    ).encode()
+
+    def send() -> None:
+        with smtplib.SMTP(running.addresses.smtp_host, running.addresses.smtp_port) as smtp:
+            smtp.sendmail("support@bank.example", [address], raw)
+
+    await trio.to_thread.run_sync(send)
+    [message] = (await alice.http.get(agent_path(address, "/messages"))).json()["messages"]
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    page = await client.get(f"/agents/{quote(address, safe='')}/inbox/{message['message_id']}")
+    shown = " ".join(assert_inert(page).split())
+    assert "Reply-Tocollect@evil.example (where replies go)" in shown, shown
