@@ -731,3 +731,37 @@ async def test_an_approval_is_made_once_per_idempotency_key(
         await wait_until(delivered)
         page = await call(client, "list_messages", {"email": peer, "read_status": "all"})
         assert sorted(m["subject"] for m in page["messages"]) == ["First (edited)", "Second"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_wait_for_email_reports_progress_and_ends_before_clients_give_up(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"waiting-{transport}@example.com")
+    agent = await create_agent(account, f"waiting-{transport}")
+    reported: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        reported.append((progress, total, message))
+
+    async with opener(transport, running)(account.key, agent) as client:
+        listed = {tool.name: tool for tool in (await client.list_tools()).tools}
+        # Most clients give up on a call after 60 s (the TypeScript SDK's default request
+        # timeout): the default wait ends well before, so it answers timed_out, not an error.
+        assert listed["wait_for_email"].input_schema["properties"]["timeout_seconds"][
+            "default"
+        ] < 60
+        answer = await client.call_tool(
+            "wait_for_email", {"timeout_seconds": 5}, progress_callback=on_progress
+        )
+    assert not answer.is_error and answer.structured_content == {
+        "agent": agent,
+        "message": None,
+        "timed_out": True,
+    }
+    # A client that asked for progress hears from the wait while it lasts (and so can keep
+    # waiting past its own timeout), each report further on than the last.
+    assert len(reported) >= 2, reported
+    assert [progress for progress, _, _ in reported] == sorted({p for p, _, _ in reported})
+    assert all(total == 5 for _, total, _ in reported)
+    assert all(message and agent in message for _, _, message in reported)

@@ -37,10 +37,13 @@ from e2a_gateway.mcp.toolkit import (
     attachments,
     either,
     idempotency_key,
+    report_progress,
 )
 from e2a_gateway.utf8_cuts import utf8_prefix, utf8_size
 
-WAIT_DEFAULT_SECONDS = 60
+WAIT_DEFAULT_SECONDS = 50
+"""Below the 60 s after which most MCP clients give up on a call (the TypeScript SDK's default
+request timeout), so a wait left at its default answers timed_out rather than fail there."""
 WAIT_MAX_SECONDS = 300
 POLL_INTERVAL_SECONDS = 2.0
 """How often `wait_for_email` asks for unread mail: 30 polls a minute, well inside the
@@ -519,12 +522,17 @@ async def get_attachment_data(
     }
 
 
-async def _first_unread(port: GatewayPort, agent: str) -> str:
-    """The id of the agent's oldest unread message, polling until there is one."""
+async def _first_unread(port: GatewayPort, agent: str, timeout: int) -> str:
+    """The id of the agent's oldest unread message, polling until there is one; after each
+    empty poll, the seconds waited so far are reported as the call's progress (of `timeout`),
+    so a client that resets its own timeout on progress keeps waiting."""
+    started = anyio.current_time()
     while True:
         page = await port.get_messages("unread", 1, None, agent)
         if page.messages:
             return page.messages[0].message_id
+        waited = round(anyio.current_time() - started, 3)
+        await report_progress(waited, timeout, f"no unread mail for {agent} yet")
         await anyio.sleep(POLL_INTERVAL_SECONDS)
 
 
@@ -533,7 +541,7 @@ async def wait_for_email(caller: ToolCaller, arguments: WaitArguments) -> dict[s
     agent = await caller.agent(either(arguments, "agent_email", "agent"))
     found: str | None = None
     with anyio.move_on_after(arguments.timeout_seconds):
-        found = await _first_unread(caller.port, agent)
+        found = await _first_unread(caller.port, agent, arguments.timeout_seconds)
     if found is None:
         return {"agent": agent, "message": None, "timed_out": True}
     # Outside the timeout: once fetched, the message is read, so it must reach the caller.
@@ -650,7 +658,8 @@ MAIL_TOOLS: tuple[ToolSpec[Any], ...] = (
         "it read). Returns at once when unread mail is waiting; otherwise blocks until mail "
         f"arrives or timeout_seconds pass (default {WAIT_DEFAULT_SECONDS}, at most "
         f"{WAIT_MAX_SECONDS}), then answers timed_out: true. Call it in a loop to handle "
-        "mail as it comes." + AGENT_NOTE,
+        "mail as it comes. Most clients give up on a call after 60 s: wait longer only when "
+        "yours allows it (it reports progress while waiting, if asked)." + AGENT_NOTE,
         WaitArguments,
         wait_for_email,
         read_only=False,

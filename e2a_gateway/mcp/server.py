@@ -95,7 +95,9 @@ def build_server(open_caller: OpenCaller) -> Server[Any]:
             if not allowed_for_scope(tool.name, await _scope(caller)):
                 # Not listed for this key, so not there for it, as on e2a's server.
                 raise MCPError(types.INVALID_PARAMS, unavailable_tool(params.name))
-            return await call_tool(tool, caller, params.arguments or {})
+            return await call_tool(
+                tool, caller, params.arguments or {}, ctx.session.report_progress
+            )
 
     return Server(
         "e2a",

@@ -52,6 +52,20 @@ gateway's earlier one, named only by the tools that take no other."""
 _agent_argument: ContextVar[tuple[str, ...]] = ContextVar("agent_argument", default=())
 """The agent argument(s) of the tool being run, for the error naming what to pass."""
 
+Progress = Callable[[float, float | None, str | None], Awaitable[None]]
+"""Reports how far a call got (`progress`, `total`, a sentence) to the client that made it:
+MCP's `notifications/progress`, sent only when the client asked for them (a progressToken)."""
+_progress: ContextVar[Progress | None] = ContextVar("progress", default=None)
+"""Where the tool being run reports its progress, if its transport gave it anywhere."""
+
+
+async def report_progress(progress: float, total: float | None, message: str) -> None:
+    """Tell the client of the call being run how far it got; nothing when it did not ask.
+    A client that resets its request timeout on progress then waits past that timeout."""
+    reporter = _progress.get()
+    if reporter is not None:
+        await reporter(progress, total, message)
+
 
 class ToolFailure(Exception):
     """A tool cannot do what was asked: a snake_case `code` (e2a's vocabulary) and a message
@@ -421,11 +435,14 @@ def _invalid_arguments(name: str, exc: ValidationError) -> str:
 
 
 async def call_tool(
-    tool: ToolSpec[Any], caller: ToolCaller, arguments: dict[str, Any]
+    tool: ToolSpec[Any],
+    caller: ToolCaller,
+    arguments: dict[str, Any],
+    progress: Progress | None = None,
 ) -> types.CallToolResult:
     """Run `tool` for `caller`; every failure becomes a tool error, never a traceback. An
     argument no store can keep (NUL, a lone surrogate, an out-of-range number) is refused as
-    the REST API refuses it in a body."""
+    the REST API refuses it in a body. A long tool reports to `progress`, when given."""
     unfit = unfit_value(arguments)
     if unfit is not None:
         where, problem = unfit
@@ -439,6 +456,7 @@ async def call_tool(
     fields = tool.arguments.model_fields
     taken = tuple(name for name in AGENT_ARGUMENTS if name in fields)
     names = _agent_argument.set(taken or (("agent",) if "agent" in fields else ()))
+    reporter = _progress.set(progress)
     try:
         return _result(tool.name, await tool.run(caller, parsed))
     except ToolFailure as exc:
@@ -480,4 +498,5 @@ async def call_tool(
             "internal_error", f"{tool.name}: internal error in the e2a MCP server; see its log"
         )
     finally:
+        _progress.reset(reporter)
         _agent_argument.reset(names)
