@@ -765,3 +765,18 @@ async def test_wait_for_email_reports_progress_and_ends_before_clients_give_up(
     assert [progress for progress, _, _ in reported] == sorted({p for p, _, _ in reported})
     assert all(total == 5 for _, total, _ in reported)
     assert all(message and agent in message for _, _, message in reported)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_delete_agent_never_guesses_the_agent(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"no-guess-{transport}@example.com")
+    agent = await create_agent(account, f"no-guess-{transport}")
+    # The default agent, and the account's only one: still not deleted without being named.
+    async with opener(transport, running)(account.key, agent) as client:
+        listed = {tool.name: tool for tool in (await client.list_tools()).tools}
+        assert listed["delete_agent"].input_schema["required"] == ["email", "confirm"]
+        refused = await failure(client, "delete_agent", {"confirm": True})
+        assert refused["code"] == "invalid_request" and "email" in refused["message"]
+        assert [a["email"] for a in (await call(client, "list_agents"))["agents"]] == [agent]

@@ -78,9 +78,14 @@ class UpdateAgentArguments(Arguments):
 
 
 class DeleteAgentArguments(Arguments):
-    """Arguments of delete_agent."""
+    """Arguments of delete_agent: the agent is always named, never the default one guessed
+    (only account keys reach this tool, and e2a requires the address of them)."""
 
-    email: str | None = Field(default=None, description="The agent; defaults to yours.")
+    email: str = Field(
+        min_length=1,
+        description="The agent to delete (full address); never guessed, not even the "
+        "default or the only agent.",
+    )
     confirm: Confirm = CONFIRM
 
 
@@ -182,7 +187,7 @@ async def update_agent(caller: ToolCaller, arguments: UpdateAgentArguments) -> d
 async def delete_agent(caller: ToolCaller, arguments: DeleteAgentArguments) -> dict[str, Any]:
     """Move an agent and its messages to the trash, as e2a's delete_agent does: `/v1`'s
     receipt `{deleted, email, messages_deleted}`; restore_agent brings it back."""
-    return await caller.port.trash_agent(await caller.agent(arguments.email))
+    return await caller.port.trash_agent(arguments.email)
 
 
 async def create_api_key(caller: ToolCaller, arguments: CreateApiKeyArguments) -> dict[str, Any]:
