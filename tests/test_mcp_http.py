@@ -848,3 +848,24 @@ async def test_an_argument_of_the_wrong_json_type_is_refused_not_coerced(
         # 5.0 is the JSON integer 5.
         listed = await call(client, "list_messages", {"limit": 1.0, "read_status": "all"})
         assert [m["message_id"] for m in listed["messages"]] == [message_id]
+
+
+async def test_a_missing_argument_is_named_as_the_schema_names_it(
+    running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account("mcp-missing@example.com")
+    await create_agent(account, "mcp-missing")
+    async with mcp_client(running, account.key) as client:
+        # Neither way to name a new agent: the error says to give one, not "not both".
+        neither = await failure(client, "create_agent", {})
+        assert (
+            neither["message"]
+            == "create_agent: pass slug (an address on the shared domain) or email"
+        )
+        both = await failure(client, "create_agent", {"slug": "a", "email": "a@agents.test"})
+        assert both["message"] == "create_agent: pass slug or email, not both"
+        # e2a's name for a reply's body is text; this gateway's earlier one, body.
+        bodiless = await failure(client, "reply_to_message", {"message_id": "msg_x"})
+        assert bodiless["message"] == (
+            "reply_to_message: text (or body) is required: the text of the reply"
+        )

@@ -166,8 +166,10 @@ async def get_agent(caller: ToolCaller, arguments: AgentArguments) -> dict[str, 
 
 async def create_agent(caller: ToolCaller, arguments: CreateAgentArguments) -> dict[str, Any]:
     """A new agent, local unless cloud mode is asked for."""
-    if (arguments.slug is None) == (arguments.email is None):
-        raise ToolFailure("pass slug (an address on the shared domain) or email, not both")
+    if arguments.slug is None and arguments.email is None:
+        raise ToolFailure("pass slug (an address on the shared domain) or email")
+    if arguments.slug is not None and arguments.email is not None:
+        raise ToolFailure("pass slug or email, not both")
     agent = await caller.port.register_agent(
         arguments.slug,
         email=arguments.email,

@@ -465,7 +465,7 @@ async def reply_to_message(caller: ToolCaller, arguments: ReplyArguments) -> dic
     """A reply to a message, threaded: `/v1`'s send result, as e2a answers."""
     body = either(arguments, "body", "text")
     if body is None:
-        raise ToolFailure("body is required: the text of the reply")
+        raise ToolFailure("text (or body) is required: the text of the reply")
     agent = await caller.agent(either(arguments, "agent_email", "email"))
     fields: dict[str, Any] = {"text": body}
     html = either(arguments, "html_body", "html")
