@@ -13,12 +13,14 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import trio
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from e2a_gateway.api.v1.parsed_view import MAX_TEXT_BYTES
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.mcp.bounds import MAX_BODY_BYTES, MAX_QUOTED_BYTES
+from e2a_gateway.mcp.mail_tools import POLL_INTERVAL_SECONDS
 from e2a_gateway.mcp.tiers import RUNTIME_TOOLS
 from e2a_gateway.mcp.tools import TOOLS
 from tests.conftest import Account, agent_path
@@ -748,9 +750,9 @@ async def test_wait_for_email_reports_progress_and_ends_before_clients_give_up(
         listed = {tool.name: tool for tool in (await client.list_tools()).tools}
         # Most clients give up on a call after 60 s (the TypeScript SDK's default request
         # timeout): the default wait ends well before, so it answers timed_out, not an error.
-        assert listed["wait_for_email"].input_schema["properties"]["timeout_seconds"][
-            "default"
-        ] < 60
+        assert (
+            listed["wait_for_email"].input_schema["properties"]["timeout_seconds"]["default"] < 60
+        )
         answer = await client.call_tool(
             "wait_for_email", {"timeout_seconds": 5}, progress_callback=on_progress
         )
@@ -780,3 +782,24 @@ async def test_delete_agent_never_guesses_the_agent(
         refused = await failure(client, "delete_agent", {"confirm": True})
         assert refused["code"] == "invalid_request" and "email" in refused["message"]
         assert [a["email"] for a in (await call(client, "list_agents"))["agents"]] == [agent]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_cancelled_wait_for_email_marks_no_mail_read(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"cancelling-{transport}@example.com")
+    agent = await create_agent(account, f"cancelling-{transport}")
+    async with opener(transport, running)(account.key, agent) as client:
+        # The client gives up on the wait (the user stopped the model): the SDK sends
+        # notifications/cancelled, on a POST of its own over /mcp, which keeps no session.
+        with trio.move_on_after(1):
+            await client.call_tool("wait_for_email", {"timeout_seconds": 30})
+        await smtp_send(running.addresses.smtp_port, [agent], mail("Arrived later", body="Hi."))
+        await trio.sleep(3 * POLL_INTERVAL_SECONDS)  # the abandoned wait would have polled
+        # The message was not taken by the abandoned wait, read and thrown away: it is
+        # still unread, and the next wait returns it.
+        [waiting] = (await call(client, "list_messages"))["messages"]
+        assert waiting["subject"] == "Arrived later"
+        got = await call(client, "wait_for_email", {"timeout_seconds": 5})
+        assert got["message"]["subject"] == "Arrived later"

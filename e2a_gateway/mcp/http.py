@@ -19,8 +19,8 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -153,6 +153,60 @@ def _not_a_message(body: bytes) -> tuple[int, str, str | int | None] | None:
     return None if reason is None else (INVALID_REQUEST, reason, None)
 
 
+RequestKey = tuple[str, str | int]
+"""A request in flight on `/mcp`: the API key it came with and its JSON-RPC id."""
+
+
+def _cancelled_request(key: str, body: bytes) -> RequestKey | None:
+    """The request `body` cancels, when it is MCP's `notifications/cancelled`."""
+    try:
+        message = pydantic_core.from_json(body)
+    except ValueError:  # not JSON: the MCP library answers its parse error
+        return None
+    if not isinstance(message, dict) or message.get("method") != "notifications/cancelled":
+        return None
+    params = message.get("params")
+    if not isinstance(params, dict):
+        return None
+    request_id = params.get("requestId")
+    if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+        return None
+    return key, request_id
+
+
+class InFlight:
+    """The requests `/mcp` is answering, so a client's `notifications/cancelled` stops the one
+    it names. Stateless, the endpoint has no session to route that notification through: it
+    comes on a POST of its own, and the MCP library would only acknowledge it while the
+    cancelled call (a `wait_for_email`) ran on, took the mail that arrived and answered no
+    one. A request is named by its key and id, so one client cannot cancel another's call;
+    two calls in flight under one key and id (two clients of a key numbering alike) are both
+    left running, as it cannot be told which was meant."""
+
+    def __init__(self) -> None:
+        self._running: dict[RequestKey, list[anyio.CancelScope]] = {}
+
+    @contextmanager
+    def answering(self, request: RequestKey) -> Iterator[anyio.CancelScope]:
+        """A cancel scope around answering `request`, cancelled by `cancel(request)`."""
+        scope = anyio.CancelScope()
+        scopes = self._running.setdefault(request, [])
+        scopes.append(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            scopes.remove(scope)
+            if not scopes:
+                del self._running[request]
+
+    def cancel(self, request: RequestKey) -> None:
+        """Stop answering `request`, when it is in flight alone under its key and id."""
+        scopes = self._running.get(request, [])
+        if len(scopes) == 1:
+            scopes[0].cancel()
+
+
 def _replaying(body: bytes, receive: Receive) -> Receive:
     """`receive` that first hands out `body`, already received whole."""
     pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
@@ -173,14 +227,24 @@ class McpEndpoint:
         self._sessions: StreamableHTTPSessionManager | None = None
         self._tasks: TaskGroup | None = None
         self._starting = anyio.Lock()
+        self._in_flight = InFlight()
 
     @asynccontextmanager
     async def _open_caller(self, ctx: ServerRequestContext[Any, Any]) -> AsyncIterator[ToolCaller]:
+        from mcp.shared.exceptions import MCPError
+
         from e2a_gateway.mcp.in_process import OperationsPort
         from e2a_gateway.mcp.toolkit import ToolCaller
 
         api_key, default_agent, address = _api_key(ctx)
-        yield ToolCaller(OperationsPort(self._gateway, api_key, address), default_agent)
+        if ctx.request_id is None:
+            yield ToolCaller(OperationsPort(self._gateway, api_key, address), default_agent)
+            return
+        with self._in_flight.answering((api_key, ctx.request_id)) as answering:
+            yield ToolCaller(OperationsPort(self._gateway, api_key, address), default_agent)
+        if answering.cancelled_caught:
+            # The client no longer waits for an answer; this one is for the log's sake.
+            raise MCPError(SERVER_ERROR, "the client cancelled this request")
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -274,6 +338,9 @@ class McpEndpoint:
                 )
                 return
             receive = _replaying(body, receive)
+            cancelled = _cancelled_request(key, body)
+            if cancelled is not None:
+                self._in_flight.cancel(cancelled)
         sessions = await self._session_manager()
         from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
         from mcp.server.auth.provider import AccessToken

@@ -522,17 +522,18 @@ async def get_attachment_data(
     }
 
 
-async def _first_unread(port: GatewayPort, agent: str, timeout: int) -> str:
+async def _first_unread(port: GatewayPort, agent: str, seconds: int) -> str:
     """The id of the agent's oldest unread message, polling until there is one; after each
-    empty poll, the seconds waited so far are reported as the call's progress (of `timeout`),
-    so a client that resets its own timeout on progress keeps waiting."""
+    empty poll, the seconds waited so far are reported as the call's progress (of the
+    `seconds` the caller waits at most), so a client that resets its own timeout on progress
+    keeps waiting."""
     started = anyio.current_time()
     while True:
         page = await port.get_messages("unread", 1, None, agent)
         if page.messages:
             return page.messages[0].message_id
         waited = round(anyio.current_time() - started, 3)
-        await report_progress(waited, timeout, f"no unread mail for {agent} yet")
+        await report_progress(waited, seconds, f"no unread mail for {agent} yet")
         await anyio.sleep(POLL_INTERVAL_SECONDS)
 
 
