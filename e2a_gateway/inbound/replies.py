@@ -581,7 +581,9 @@ def _is_cite(text: str, *, deeper_quote_follows: bool) -> bool:
     A line followed by a deeper quote needs only the shape (a "wrote" verb, or a Gmail address
     ending in ':', with a digit or an address in it). A line followed by text at its own level
     makes everything after it quoted, so it must look like a client wrote it: starting like one
-    ("On …", "Le …", a date), and ending in the verb or in the quoted person's address.
+    ("On …", "Le …", a date), naming the quoted person's address (every client that quotes
+    without '>' writes it; "On Tuesday at 10:02 the backup job wrote:" over a pasted log is the
+    sender's sentence), and ending in the verb or in that address.
     """
     if len(text) > _MAX_ATTRIBUTION_CHARS or not text.endswith((":", "：")):
         return False
@@ -595,7 +597,7 @@ def _is_cite(text: str, *, deeper_quote_follows: bool) -> bool:
         if verb_end or bool(_VERB_THEN_NAME.search(text)) or _MUTT_ATTRIBUTION.match(text):
             return True
         return address_end and (verb_anywhere or bool(_TIME.search(text)))
-    starts_like_cite = bool(_CITE_START.match(text))
+    starts_like_cite = bool(_CITE_START.match(text)) and bool(_EMAIL.search(text))
     return starts_like_cite and (verb_end or (address_end and verb_anywhere))
 
 
