@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from e2a_gateway.html_tokens import EndTag, Text, html_tokens
@@ -440,8 +440,11 @@ _HEADER_LINE = re.compile(
     + r")\s*\*{0,2}\s*[:：]\s*\*{0,2}[ \t]*(?P<value>.*)$",
     re.IGNORECASE,
 )
+_DASHES = "-=_*\u2010-\u2015\u2212"
+"""What a separator line's rules are drawn with: ASCII, and the Unicode hyphens and dashes
+(Proton Mail writes "‐‐‐‐‐‐‐ Original Message ‐‐‐‐‐‐‐" with U+2010)."""
 _SEPARATOR = re.compile(
-    r"^\s*(?:[-=_*]{2,}\s*)?(?:"
+    rf"^\s*(?:[{_DASHES}]{{2,}}\s*)?(?:"
     r"original message|forwarded message|reply message|message d'origine|message transféré|"
     r"ursprüngliche nachricht|weitergeleitete nachricht|antwort nachricht|mensaje original|"
     r"mensaje reenviado|oorspronkelijk bericht|doorgestuurd bericht|messaggio originale|"
@@ -451,7 +454,7 @@ _SEPARATOR = re.compile(
     r"přeposlaná zpráva|исходное сообщение|пересылаемое сообщение|alkuperäinen viesti|"
     r"välitetty viesti|eredeti üzenet|továbbított üzenet|原始邮件|转发的邮件|原始郵件|"
     r"元のメッセージ|転送されたメッセージ"
-    r")\s*(?:[-=_*]{2,})?\s*$|"
+    rf")\s*(?:[{_DASHES}]{{2,}})?\s*$|"
     r"^\s*(?:begin forwarded message|début du message réexpédié|anfang der weitergeleiteten "
     r"nachricht|inicio del mensaje reenviado|begin doorgestuurd bericht|inizio messaggio "
     r"inoltrato|início da mensagem reencaminhada|vidarebefordrat brev|videresendt besked)"
@@ -667,14 +670,24 @@ def _header_block(lines: list[_Line], index: int) -> _Span | None:
 
 
 def _separator_alone(lines: list[_Line], index: int) -> _Span | None:
-    """A "-----Original Message-----" or "Begin forwarded message:" line with no header block."""
+    """A "-----Original Message-----" or "Begin forwarded message:" line with no header block.
+
+    An "On … wrote:" line right under it (Proton Mail's replies) attributes the same quote: the
+    two are one attribution, not an empty quote with the quoted mail one level deeper.
+    """
     line = lines[index]
     if line.literal or not _SEPARATOR.match(line.content):
         return None
     text = line.content.strip()
-    return _Span(
-        index, index + 1, Attribution(text=text, forwarded=bool(_FORWARD_WORDS.search(text)))
-    )
+    forwarded = bool(_FORWARD_WORDS.search(text))
+    below = index + 1
+    if below < len(lines) and lines[below].markers == line.markers:
+        cite = _cite_lines(lines, below) or _broken_cite(lines, below)
+        if cite is not None:
+            named = cite.attribution
+            attribution = replace(named, text=f"{text} {named.text}", forwarded=forwarded)
+            return _Span(index, cite.end, attribution)
+    return _Span(index, index + 1, Attribution(text=text, forwarded=forwarded))
 
 
 # --- parts ----------------------------------------------------------------------------------
