@@ -125,14 +125,15 @@ def test_reply_text_is_made_of_authored_lines_only(text: str) -> None:
 @given(_bodies)
 def test_a_marked_line_is_never_authored_outside_code(text: str) -> None:
     """A line starting with ">" is quoted at least as deep as its markers, unless it is the
-    sender's code (a fenced block, a Python session, a shell continuation)."""
+    sender's code (a fenced block, a Python session, a shell continuation) or a bound
+    (">100", ">=3")."""
     split = split_reply(text)
     code = any(sign in text for sign in ("```", "~~~", ">>>", "$ ", "% ", "# ", "\\\n"))
     for part in split.parts:
         for line in split.lines[part.start : part.end]:
             markers = re.match(r"(?:>[ \t]?)*", line)
             depth = markers.group().count(">") if markers else 0
-            if depth and not code:
+            if depth and not code and not re.match(r">=?\d|>=", line):
                 assert part.kind == "quoted" and part.depth >= depth, (line, part)
 
 

@@ -139,6 +139,9 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n|\u2028|\u2029")
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)")
 _SHELL_PROMPT = re.compile(r"^\s*[$%#]\s+\S")
 _REPL = re.compile(r"^>>>(?: |$)")
+_COMPARISON = re.compile(r"^>=?\d|^>=")
+"""">100 requests", ">=3 replicas": a bound the sender wrote, the '>' meaning "more than"."""
+_UNSPACED_MARKER = re.compile(r"^>+[^\s>]")
 
 
 def _one_line_break(text: str) -> str:
@@ -174,8 +177,10 @@ def _mark_literal(lines: list[_Line]) -> None:
     """Lines a person reads as the sender's own code, whatever their first character.
 
     A fenced block (``` or ~~~) written at quote level 0, a Python session (a run of marked
-    lines that are all ">>> " prompts) and shell continuation lines ("> " right under a "$ ",
-    "% " or "# " prompt, or under a line ending in a backslash) are authored, not quoted.
+    lines that are all ">>> " prompts), shell continuation lines ("> " right under a "$ ",
+    "% " or "# " prompt, or under a line ending in a backslash) and bounds (a run of lines
+    that all read like ">100" or ">=3", in a message whose quotes put a space after '>') are
+    authored, not quoted.
     """
     fence: str | None = None
     for index, line in enumerate(lines):
@@ -197,9 +202,15 @@ def _mark_literal(lines: list[_Line]) -> None:
             ):
                 _make_literal(line)
                 above.literal = True
+    unspaced_quotes = any(
+        line.markers and _UNSPACED_MARKER.match(line.raw) and not _COMPARISON.match(line.raw)
+        for line in lines
+    )
     for start, end in _quote_runs(lines):
-        run = lines[start:end]
-        if all(_REPL.match(line.raw) for line in run if line.markers):
+        run = [line for line in lines[start:end] if line.markers]
+        if all(_REPL.match(line.raw) for line in run) or (
+            not unspaced_quotes and all(_COMPARISON.match(line.raw) for line in run)
+        ):
             for line in run:
                 _make_literal(line)
 
