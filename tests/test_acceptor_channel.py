@@ -16,7 +16,9 @@ from e2a_gateway.storage.base import AgentInTrash, RateFull, RecipientsSuppresse
 pytestmark = pytest.mark.backend_independent
 
 BUILT_WITH = {
-    RecipientsSuppressed: lambda: RecipientsSuppressed(["ann@example.org", "bo@example.net"]),
+    RecipientsSuppressed: lambda: RecipientsSuppressed(
+        ["ann@example.org", "bo@example.net"], "bot@agents.test"
+    ),
     AgentInTrash: lambda: AgentInTrash("bot@agents.test"),
     RateFull: lambda: RateFull(1_767_225_600.5),
 }

@@ -10,6 +10,7 @@ import email
 import email.policy
 import hashlib
 import re
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -219,6 +220,69 @@ async def test_a_managed_send_is_signed_with_one_click_headers_and_a_recipient_o
     assert plain["List-Unsubscribe"] is None and plain["List-Unsubscribe-Post"] is None
     body = plain.get_body(("plain",))
     assert body is not None and "/u/" not in body.get_content()
+
+
+async def test_mail_waiting_to_go_is_not_handed_on_to_a_recipient_who_unsubscribed_meanwhile(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """A send accepted before the click (scheduled, or waiting for a retry) is checked again
+    right before the hand-off: the unsubscribed recipient is refused there with an error that
+    says how to lift the block, the others still get it; lifted by the owner, mail flows."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "news")
+    first = {"to": [CAROL], "subject": "Weekly", "text": "News.", "unsubscribe": MANAGED}
+    before = len(sink.received)
+    assert (await alice.http.post(messages(bot), json=first)).status_code == 202
+    url = unsubscribe_url(await relayed(sink, before))
+
+    send_at = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    later = {"to": [CAROL], "cc": [DAVE], "subject": "Later", "text": "Hi.", "send_at": send_at}
+    scheduled = await alice.http.post(messages(bot), json=later)
+    assert scheduled.status_code == 202, scheduled.text
+    assert scheduled.json()["status"] == "scheduled"
+    async with httpx.AsyncClient() as provider:
+        clicked = await provider.post(
+            local(running, url),
+            content=ONE_CLICK,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert clicked.status_code == 200, clicked.text
+
+    storage = running.gateway.storage
+    message_id = scheduled.json()["message_id"]
+
+    async def settled() -> bool:
+        stored = await storage.get_outbound(None, message_id)
+        return stored is not None and stored.status not in ("queued", "sending")
+
+    with trio.fail_after(15):
+        while not await settled():  # noqa: ASYNC110 (the worker settles it)
+            await trio.sleep(0.1)
+    copies = [rcpts for _, rcpts, raw in sink.received[before + 1 :]]
+    assert copies == [[DAVE]]
+    stored = await storage.get_outbound(None, message_id)
+    assert stored is not None and stored.send_error is not None
+    assert CAROL in stored.send_error and "suppression list" in stored.send_error
+    assert f"DELETE /v1/agents/{bot}/suppressions/{CAROL}?confirm=DELETE" in stored.send_error
+
+    refused = await alice.http.post(
+        messages(bot), json={"to": [CAROL], "subject": "No", "text": "."}
+    )
+    assert refused.status_code == 422, refused.text
+    said = refused.json()["error"]["message"]
+    assert f"DELETE /v1/agents/{bot}/suppressions/{CAROL}?confirm=DELETE" in said
+
+    lifted = await alice.http.delete(
+        f"{suppressions(bot)}/{quote(CAROL, safe='')}", params={"confirm": "DELETE"}
+    )
+    assert lifted.status_code in (200, 204), lifted.text
+    assert await listed(alice, bot) == []
+    count = len(sink.received)
+    again = await alice.http.post(
+        messages(bot), json={"to": [CAROL], "subject": "Back", "text": "."}
+    )
+    assert again.status_code == 202, again.text
+    await relayed(sink, count)
 
 
 async def test_a_reply_and_a_forward_may_opt_in_for_one_recipient(

@@ -339,13 +339,25 @@ def fits_header(message_id: str | None) -> bool:
     return True
 
 
-def suppressed_refusal(addresses: list[str], refused: str, then: str = "") -> Unprocessable:
-    """Unprocessable (`recipient_suppressed`) for mail that would go to `addresses`, which are
-    on the suppression list: `refused` says what did not happen ("not sent"), `then` what to
-    do after lifting the suppression."""
+def suppressed_text(addresses: list[str], agent_email: str) -> str:
+    """Why mail from the agent `agent_email` does not go to `addresses`, suppressed for its
+    account or for the agent alone, and how each of the two blocks is lifted."""
+    first = addresses[0]
+    return (
+        f"{', '.join(addresses)} is on the suppression list (a hard bounce, a complaint, an "
+        "unsubscribe, or added by hand); remove it from the recipients, or lift each block "
+        f"that applies: the account's with DELETE /v1/account/suppressions/{first}"
+        "?confirm=DELETE, the agent's own (where its unsubscribe link puts it) with "
+        f"DELETE /v1/agents/{agent_email}/suppressions/{first}?confirm=DELETE"
+    )
+
+
+def suppressed_refusal(
+    addresses: list[str], agent_email: str, refused: str, then: str = ""
+) -> Unprocessable:
+    """Unprocessable (`recipient_suppressed`) for mail from `agent_email` that would go to
+    `addresses`, which are on the suppression list (`suppressed_text`): `refused` says what
+    did not happen ("not sent"), `then` what to do after lifting the suppression."""
     return Unprocessable(
-        "recipient_suppressed",
-        f"{refused}: {', '.join(addresses)} is on the suppression list (a hard bounce, or added "
-        "by hand); remove it from the recipients, or lift it with "
-        f"DELETE /v1/account/suppressions/{addresses[0]}?confirm=DELETE{then}",
+        "recipient_suppressed", f"{refused}: {suppressed_text(addresses, agent_email)}{then}"
     )

@@ -215,7 +215,9 @@ async def _review(
         ) from None
     except RecipientsSuppressed as exc:
         refused = "not approved (the message stays held)"
-        raise suppressed_refusal(exc.addresses, refused, ", and approve again") from None
+        raise suppressed_refusal(
+            exc.addresses, exc.agent_email, refused, ", and approve again"
+        ) from None
     if message is None:
         raise NotFound.of("message")
     return message

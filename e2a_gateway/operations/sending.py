@@ -381,12 +381,12 @@ async def _store(gateway: Gateway, message: OutboundMessage) -> None:
 
 async def _refuse_suppressed(gateway: Gateway, agent: Agent, recipients: list[str]) -> None:
     """Unprocessable (`recipient_suppressed`) when the account, or this agent, suppressed any
-    of `recipients` (a hard bounce, or by hand): the send is refused whole, never partly
-    dropped."""
+    of `recipients` (a hard bounce, a complaint, an unsubscribe, or by hand): the send is
+    refused whole, never partly dropped."""
     addresses = list(dict.fromkeys(address.strip().lower() for address in recipients))
     suppressed = await gateway.storage.suppressed_among(agent.user_id, agent.email, addresses)
     if suppressed:
-        raise suppressed_refusal(suppressed, "not sent")
+        raise suppressed_refusal(suppressed, agent.email, "not sent")
 
 
 async def _method(gateway: Gateway, recipients: list[str]) -> Literal["smtp", "local"]:

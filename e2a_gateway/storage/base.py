@@ -448,13 +448,15 @@ class RecipientsSuppressed(StorageError):
     """Approving would send to addresses on the suppression list (suppressed while the message
     waited, or added by the reviewer's edits): it stays held."""
 
-    def __init__(self, addresses: list[str]) -> None:
+    def __init__(self, addresses: list[str], agent_email: str) -> None:
         super().__init__(", ".join(addresses))
         self.addresses = addresses
+        self.agent_email = agent_email
+        """The sending agent, whose own list may hold them."""
 
-    def __reduce__(self) -> tuple[type[RecipientsSuppressed], tuple[list[str]]]:
+    def __reduce__(self) -> tuple[type[RecipientsSuppressed], tuple[list[str], str]]:
         """Rebuilt from its addresses when unpickled (an SMTP acceptor receives it so)."""
-        return type(self), (self.addresses,)
+        return type(self), (self.addresses, self.agent_email)
 
 
 OUTBOUND_LIST_LIMIT = 500

@@ -33,6 +33,7 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.inbound.postmaster import is_own_hostname
 from e2a_gateway.local_delivery import deliver_locally, local_recipient
 from e2a_gateway.operations import lifecycle
+from e2a_gateway.operations.drafts import suppressed_text
 from e2a_gateway.outbound.dkim_signing import sign_as_sender
 from e2a_gateway.outbound.list_unsubscribe import MANAGED, unsubscribe_url, with_unsubscribe
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, decode_attachment
@@ -90,6 +91,8 @@ GAVE_UP_PREFIX = "gave up: "
 NO_AGENT = "no agent at {address} on this gateway (deleted, in the trash, or never registered)"
 UNSENDABLE = "not handed to the relay: {reason}"
 """Why a recipient a reply-all carried (`unsendable`) was refused here."""
+SUPPRESSED = "recipient_suppressed: not handed on: {reason}"
+"""Why a recipient suppressed since the message was accepted was refused here."""
 LEASE_LOST = "not handed off: the send's lease passed to another claim, which sends it"
 """Why an attempt whose lease ran out before its hand-off left the relay's recipients alone."""
 
@@ -599,10 +602,12 @@ class OutboundWorker(ClaimLoop):
         each recipient it took: `relay_ids`)."""
         local: dict[str, Agent] = {}  # recipient → the agent it is delivered to
         remote: list[str] = []
-        results: dict[str, str] = {}
+        results: dict[str, str] = await self._suppressed(message, pending)
         deferred: dict[str, str] = {}
         named: dict[str, str] = {}
         for rcpt in pending:
+            if rcpt in results:
+                continue
             if (reason := unsendable(rcpt)) is not None:
                 results[rcpt] = REFUSED_PREFIX + UNSENDABLE.format(reason=reason)
                 continue
@@ -633,6 +638,20 @@ class OutboundWorker(ClaimLoop):
             results.update(settled)
             deferred.update(relay_deferred)
         return results, deferred, named
+
+    async def _suppressed(self, message: OutboundMessage, pending: list[str]) -> dict[str, str]:
+        """The recipients among `pending` suppressed for the message's account or agent since it
+        was accepted (an unsubscribe, a bounce, a complaint while it waited for its time or its
+        retry), each refused here, before anything is handed on, with the way to lift it."""
+        lowered = {rcpt.lower(): rcpt for rcpt in pending}
+        suppressed = await self._gateway.storage.suppressed_among(
+            message.user_id, message.agent_email, list(lowered)
+        )
+        return {
+            lowered[address]: REFUSED_PREFIX
+            + SUPPRESSED.format(reason=suppressed_text([address], message.agent_email))
+            for address in suppressed
+        }
 
     async def _refused_here(self, address: str) -> bool:
         """Whether `address`, which names no agent in service, is one this gateway's SMTP

@@ -250,7 +250,7 @@ def _refuse_suppressed(
     ]
     addresses = list(dict.fromkeys(address.strip().lower() for address in recipients))
     if suppressed := suppressed_in(tx, message.user_id, message.agent_email, addresses):
-        raise RecipientsSuppressed(suppressed)
+        raise RecipientsSuppressed(suppressed, message.agent_email)
 
 
 def _record_recipients(
