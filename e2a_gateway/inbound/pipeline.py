@@ -50,7 +50,12 @@ from e2a_gateway.mailauth.results import AuthResults, without_results_of
 from e2a_gateway.signing.credentials import derive_signing_secret
 from e2a_gateway.signing.identity import body_hash
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
-from e2a_gateway.smtp.server import MessageNotStored, RecipientVerdict, SenderNotYetAuthenticated
+from e2a_gateway.smtp.server import (
+    MessageNotStored,
+    RecipientNotChecked,
+    RecipientVerdict,
+    SenderNotYetAuthenticated,
+)
 from e2a_gateway.storage.base import (
     Agent,
     ConversationClaim,
@@ -130,7 +135,14 @@ class InboundMailSink:
     async def check_recipient(self, mailbox: Mailbox) -> RecipientVerdict:
         """ACCEPT a registered agent, postmaster on our domains and at `smtp.hostname`, and a
         stored notice's reply address (`approvals+<token>@<smtp.hostname>`); UNKNOWN_USER for
-        anyone else on our domains and at that host, RELAY_DENIED elsewhere."""
+        anyone else on our domains and at that host, RELAY_DENIED elsewhere. A database that
+        does not answer is RecipientNotChecked (the client hears 451)."""
+        try:
+            return await self._check_recipient(mailbox)
+        except StorageUnavailable as exc:
+            raise RecipientNotChecked(str(exc)) from exc
+
+    async def _check_recipient(self, mailbox: Mailbox) -> RecipientVerdict:
         domain = mailbox.domain
         postmaster = names_postmaster(mailbox)
         own_host = is_own_hostname(self._gateway.settings, domain)

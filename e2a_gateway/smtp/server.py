@@ -49,6 +49,7 @@ __all__ = [
     "ListenerLimits",
     "MailSink",
     "MessageNotStored",
+    "RecipientNotChecked",
     "RecipientVerdict",
     "SenderNotYetAuthenticated",
     "SmtpObserver",
@@ -83,6 +84,11 @@ class RecipientVerdict(enum.Enum):
     """Not one of our domains: 550 5.7.1."""
 
 
+class RecipientNotChecked(Exception):
+    """The sink could not decide on a recipient for a reason that passes (its database does not
+    answer); the client is told to try again later (451 4.3.0), and the log says why in a line."""
+
+
 class MessageNotStored(Exception):
     """The sink could not commit a message; the client is told to try again later (451 4.3.0)."""
 
@@ -103,7 +109,8 @@ class MailSink(Protocol):
     """What the listener needs from the gateway: recipient decisions and durable storage."""
 
     async def check_recipient(self, mailbox: Mailbox) -> RecipientVerdict:
-        """Whether this gateway takes mail for `mailbox`."""
+        """Whether this gateway takes mail for `mailbox`; `RecipientNotChecked` when that
+        cannot be known for now."""
         ...
 
     async def accept_message(self, envelope: Envelope, peer: str) -> str:
@@ -736,6 +743,14 @@ class _ClientConnection:
                 verdict = RecipientVerdict.RELAY_DENIED  # an address literal is never ours
             else:
                 verdict = await self._sink.check_recipient(mailbox)
+        except RecipientNotChecked as error:
+            logger.warning(
+                "SMTP client %s: checking <%s> failed: %s",
+                self.peer,
+                redact_reply_tokens(mailbox.address),
+                error,
+            )
+            verdict = None
         except Exception:
             logger.exception(
                 "SMTP client %s: checking <%s> failed",
