@@ -6,6 +6,9 @@
 #   .venv/bin/pytest tests/test_storage.py         # the PostgreSQL half now runs
 #   packaging/pg-test-cluster.sh stop              # stops it and deletes its directory
 #
+# `pause DIR` stops the server and keeps its data; `resume DIR` starts it again on the same
+# port (tests of a database that goes away and comes back).
+#
 # `start` prints only the export lines on stdout (progress goes to stderr). `stop` takes the
 # cluster directory as its argument or from E2A_PG_TEST_DIR. Run as root, the server runs as
 # the `postgres` OS user; run as anyone else, as that user. Never listens beyond 127.0.0.1.
@@ -61,6 +64,14 @@ print(s.getsockname()[1])
 s.close()'
 }
 
+# Start the server of cluster $1 on port $2 (quietly; the exit status says whether it did).
+start_server() {
+    as_server_user "$PG_BIN/pg_ctl" -D "$1/data" -l "$1/server.log" -w -t 30 \
+        -o "-c listen_addresses=127.0.0.1 -p $2 -k $1 -c fsync=off \
+            -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+        start >/dev/null
+}
+
 start() {
     ensure_binaries
     local dir port
@@ -78,10 +89,7 @@ start() {
     # A free port can be taken between probing and binding: try a few.
     for _ in 1 2 3 4 5; do
         port=$(free_port)
-        if as_server_user "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-            -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off \
-                -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
-            start >/dev/null; then
+        if start_server "$dir" "$port"; then
             as_server_user "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U postgres "$DB_NAME"
             echo "$port" >"$dir/port"
             say "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port, data in $dir"
@@ -96,20 +104,42 @@ start() {
     exit 1
 }
 
-stop() {
-    local dir=${1:-${E2A_PG_TEST_DIR:-}}
+# The cluster directory $2 (or E2A_PG_TEST_DIR) for command $1, if this script made it.
+cluster_dir() {
+    local dir=${2:-${E2A_PG_TEST_DIR:-}}
     if [ -z "$dir" ]; then
-        say "stop: which cluster? pass its directory or set E2A_PG_TEST_DIR"
+        say "$1: which cluster? pass its directory or set E2A_PG_TEST_DIR"
         exit 2
     fi
     case "$dir" in
     /dev/shm/e2a-pg.* | "${TMPDIR:-/tmp}"/e2a-pg.*) ;;
     "${E2A_PG_TEST_PARENT:-/dev/shm}"/e2a-pg.*) ;;
     *)
-        say "stop: $dir is not a cluster this script made"
+        say "$1: $dir is not a cluster this script made"
         exit 2
         ;;
     esac
+    echo "$dir"
+}
+
+pause() {
+    local dir
+    dir=$(cluster_dir pause "$1")
+    as_server_user "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+}
+
+resume() {
+    local dir
+    dir=$(cluster_dir resume "$1")
+    start_server "$dir" "$(cat "$dir/port")" || {
+        cat "$dir/server.log" >&2
+        exit 1
+    }
+}
+
+stop() {
+    local dir
+    dir=$(cluster_dir stop "$1")
     if [ -d "$dir/data" ]; then
         as_server_user "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
     fi
@@ -120,8 +150,10 @@ stop() {
 case "${1:-}" in
 start) start ;;
 stop) stop "${2:-}" ;;
+pause) pause "${2:-}" ;;
+resume) resume "${2:-}" ;;
 *)
-    echo "usage: $0 start | stop [DIR]" >&2
+    echo "usage: $0 start | stop [DIR] | pause [DIR] | resume [DIR]" >&2
     exit 2
     ;;
 esac

@@ -1,7 +1,7 @@
 """GET /readyz, e2a's readiness probe: ready while the replica should get traffic; 503 with
 the reason while it drains before a stop (`http.drain_seconds`, by a real SIGTERM to
 `e2a serve`) or while its database does not answer or take writes, saying why as the health
-check does — and /api/health, the liveness probe, stays up while it drains."""
+check does — and /livez and /api/health stay up while it drains."""
 
 from __future__ import annotations
 
@@ -65,6 +65,7 @@ def test_sigterm_drains_then_stops(tmp_path: Path) -> None:
         assert readiness(url) == (503, {"status": "not_ready", "reason": "draining"})
         # Still alive and still serving while it drains: liveness, and SMTP.
         assert httpx.get(f"{url}/api/health", timeout=2).status_code == 200
+        assert httpx.get(f"{url}/livez", timeout=2).json() == {"status": "alive"}
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=5) as client:
             assert client.ehlo("mail.example.org")[0] == 250
         assert process.wait(timeout=DRAIN_SECONDS + 15) == 0

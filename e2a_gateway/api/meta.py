@@ -34,6 +34,14 @@ async def health() -> tuple[dict[str, Any], int]:
     return {"status": "ok", "storage": {"backend": backend, "state": "up"}}, 200
 
 
+@blueprint.get("/livez")
+async def liveness() -> tuple[dict[str, str], int]:
+    """GET /livez, the liveness probe: 200 `alive` whenever the process answers at all. It
+    asks nothing of the database, so an orchestrator restarts a replica that hangs, never
+    every replica while their database is away (that is `/readyz`'s to say)."""
+    return {"status": "alive"}, 200
+
+
 @blueprint.get("/readyz")
 async def readiness() -> tuple[dict[str, Any], int]:
     """GET /readyz, e2a's readiness probe: 200 `ready` while this replica should be sent
