@@ -9,12 +9,16 @@ import signal
 import smtplib
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
-from e2a_gateway.app import ECHO_SECONDS, RunningGateway
+from e2a_gateway.app import ECHO_SECONDS, RunningGateway, run_gateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from tests.conftest import make_settings
 from tests.test_cli import E2A, free_port, launch, run_e2a, write_config
 
 DRAIN_SECONDS = 3.0
@@ -30,6 +34,35 @@ async def test_ready_until_the_database_stops_answering(
     assert down.status_code == 503
     health = (await anonymous.get("/api/health")).json()
     assert down.json() == {"status": "not_ready", "reason": health["storage"]["detail"]}
+
+
+async def test_a_caller_elsewhere_is_not_shown_where_the_database_is(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """The probes answer anyone: a caller from another machine (here, as a trusted proxy
+    forwards one) learns that the database is down, not its host, port, user or name, nor the
+    SQLite file's path; a request from this machine (an operator's curl) gets the whole reason,
+    and the gateway's log has it too."""
+    settings = make_settings(
+        tmp_path, http={"listen": "127.0.0.1:0", "trusted_proxies": ["127.0.0.1"]}
+    )
+    running: RunningGateway = await nursery.start(
+        partial(run_gateway, settings, resolver=FixtureResolver())
+    )
+    await running.gateway.storage.close()
+    elsewhere = {"X-Forwarded-For": "203.0.113.9"}
+    async with httpx.AsyncClient(base_url=running.addresses.http_url) as client:
+        health = await client.get("/api/health", headers=elsewhere)
+        ready = await client.get("/readyz", headers=elsewhere)
+        local = await client.get("/api/health")
+    assert (health.status_code, ready.status_code, local.status_code) == (503, 503, 503)
+    database = str(tmp_path)
+    assert database in local.json()["storage"]["detail"]
+    for answer in (health.text, ready.text):
+        assert database not in answer and "sqlite:" not in answer
+    assert health.json()["storage"]["state"] == "down"
+    assert "log" in health.json()["storage"]["detail"]
+    assert ready.json()["status"] == "not_ready" and "log" in ready.json()["reason"]
 
 
 def readiness(url: str) -> tuple[int, dict[str, str]]:

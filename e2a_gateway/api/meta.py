@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import trio
-from quart import Blueprint, current_app
+from quart import Blueprint, current_app, request
 
 from e2a_gateway.storage import POSTGRES_SCHEMES
 from e2a_gateway.storage.base import StorageUnavailable
@@ -14,12 +15,30 @@ from e2a_gateway.web.views import info_view
 
 blueprint = Blueprint("meta", __name__)
 
+WITHHELD = (
+    "the database does not answer; the reason (its address) is shown to requests from this "
+    "machine and is in the gateway's log"
+)
+"""What a caller from another machine is told of a storage failure, for `detail`/`reason`."""
+
+
+def _storage_failure(exc: StorageUnavailable) -> str:
+    """Why storage failed, as the caller may see it: whole for a request from this machine (an
+    operator's curl, a probe on the host), else WITHHELD. The probes answer anyone, and the
+    reason names the database's host, port, user and name, or the SQLite file's path."""
+    try:
+        local = ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        local = False
+    return str(exc) if local else WITHHELD
+
 
 @blueprint.get("/api/health")
 async def health() -> tuple[dict[str, Any], int]:
-    """GET /api/health: 200 ok, or 503 degraded when storage does not answer, or holds a
-    schema a newer e2a migrated it to (`schema_unknown`: upgrade this replica); both say which
-    storage backend is in use and whether it is up."""
+    """GET /api/health: 200 ok, or 503 degraded when storage does not answer (why, to
+    requests from this machine: `_storage_failure`), or holds a schema a newer e2a migrated it
+    to (`schema_unknown`: upgrade this replica); both say which storage backend is in use and
+    whether it is up."""
     gateway = current_gateway()
     url = gateway.settings.database.url
     backend = "postgresql" if url.startswith(POSTGRES_SCHEMES) else "sqlite"
@@ -29,7 +48,7 @@ async def health() -> tuple[dict[str, Any], int]:
     try:
         await gateway.storage.ping()
     except StorageUnavailable as exc:
-        storage = {"backend": backend, "state": "down", "detail": str(exc)}
+        storage = {"backend": backend, "state": "down", "detail": _storage_failure(exc)}
         return {"status": "degraded", "storage": storage}, 503
     return {"status": "ok", "storage": {"backend": backend, "state": "up"}}, 200
 
@@ -59,7 +78,7 @@ async def readiness() -> tuple[dict[str, Any], int]:
     try:
         await gateway.storage.ping()
     except StorageUnavailable as exc:
-        return {"status": "not_ready", "reason": str(exc)}, 503
+        return {"status": "not_ready", "reason": _storage_failure(exc)}, 503
     return {"status": "ready"}, 200
 
 
