@@ -2,13 +2,17 @@
 
 The zone has the shape `FixtureResolver.from_zone` takes, so one dict can drive both. It
 answers every name it knows (following CNAMEs inside the zone), NXDOMAIN for the rest, and
-sets TC on UDP answers too large for the client so the client retries over TCP. For tests
-only: no recursion, no wildcards, no DNSSEC.
+sets TC on UDP answers too large for the client so the client retries over TCP. Names given
+as `servfail` are answered SERVFAIL, and queries for names given as `silent` are dropped, as a
+broken or stalled nameserver of a sender's domain would. For tests only: no recursion, no
+wildcards, no DNSSEC.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Collection
+from dataclasses import dataclass
 from functools import partial
 
 import dns.exception
@@ -29,17 +33,35 @@ TTL = 300
 _MAX_CNAME_CHAIN = 8
 
 
+@dataclass(frozen=True)
+class _Zone:
+    entries: dict[str, ZoneEntry]
+    servfail: frozenset[str] = frozenset()
+    silent: frozenset[str] = frozenset()
+
+
+def _names(names: Collection[str]) -> frozenset[str]:
+    return frozenset(name.lower().rstrip(".") for name in names)
+
+
 async def serve_dns(
     zone: Zone,
     *,
     host: str = "127.0.0.1",
+    servfail: Collection[str] = (),
+    silent: Collection[str] = (),
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `zone` on `host` (IPv4 or IPv6) at an OS-chosen port, UDP and TCP, until cancelled.
+    """Serve `zone` on `host` (IPv4 or IPv6) at an OS-chosen port, UDP and TCP, until cancelled;
+    SERVFAIL for the names in `servfail`, no answer at all for those in `silent`.
 
     `await nursery.start(serve_dns, zone)` returns the port.
     """
-    entries = {name.lower().rstrip("."): entry for name, entry in zone.items()}
+    entries = _Zone(
+        {name.lower().rstrip("."): entry for name, entry in zone.items()},
+        _names(servfail),
+        _names(silent),
+    )
     udp, tcp = await _bind_pair(host)
     with udp, tcp:
         tcp.listen()
@@ -55,13 +77,21 @@ async def serve_dns(
             task_status.started(udp.getsockname()[1])
 
 
-def answer(query_wire: bytes, entries: dict[str, ZoneEntry], *, max_size: int = 65535) -> bytes:
-    """The wire-format response to one query; TC set when it would exceed `max_size`."""
+def answer(query_wire: bytes, zone: _Zone, *, max_size: int = 65535) -> bytes | None:
+    """The wire-format response to one query (None: none is sent); TC set when it would
+    exceed `max_size`."""
     query = dns.message.from_wire(query_wire)
     response = dns.message.make_response(query)
     response.flags |= dns.flags.AA
     question = query.question[0]
     name = question.name.to_text(omit_final_dot=True).lower()
+    entries = zone.entries
+    if name in zone.silent:
+        return None
+    if name in zone.servfail:
+        response.flags &= ~dns.flags.AA
+        response.set_rcode(dns.rcode.SERVFAIL)
+        return response.to_wire()
     if name not in entries:
         response.set_rcode(dns.rcode.NXDOMAIN)
     for _ in range(_MAX_CNAME_CHAIN):
@@ -123,15 +153,17 @@ async def _bind_pair(host: str) -> tuple[trio.socket.SocketType, trio.socket.Soc
     raise OSError("no port free for both UDP and TCP")
 
 
-async def _serve_udp(sock: trio.socket.SocketType, entries: dict[str, ZoneEntry]) -> None:
+async def _serve_udp(sock: trio.socket.SocketType, zone: _Zone) -> None:
     while True:
         data, peer = await sock.recvfrom(65535)
         query = dns.message.from_wire(data)
         limit = query.payload if query.edns >= 0 else 512
-        await sock.sendto(answer(data, entries, max_size=max(limit, 512)), peer)
+        response = answer(data, zone, max_size=max(limit, 512))
+        if response is not None:
+            await sock.sendto(response, peer)
 
 
-async def _serve_tcp(entries: dict[str, ZoneEntry], stream: trio.SocketStream) -> None:
+async def _serve_tcp(zone: _Zone, stream: trio.SocketStream) -> None:
     async with stream:
         buffer = b""
         while True:
@@ -142,5 +174,6 @@ async def _serve_tcp(entries: dict[str, ZoneEntry], stream: trio.SocketStream) -
             while len(buffer) >= 2 and len(buffer) >= 2 + int.from_bytes(buffer[:2], "big"):
                 size = int.from_bytes(buffer[:2], "big")
                 query, buffer = buffer[2 : 2 + size], buffer[2 + size :]
-                response = answer(query, entries)
-                await stream.send_all(len(response).to_bytes(2, "big") + response)
+                response = answer(query, zone)
+                if response is not None:
+                    await stream.send_all(len(response).to_bytes(2, "big") + response)

@@ -22,6 +22,7 @@ import pytest
 import trio
 
 from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.inbound.pipeline import AUTH_THREADS
 from e2a_gateway.mailauth.resolver import Zone
 from tests.conftest import Account, agent_path, make_settings
 from tests.dns_server import serve_dns
@@ -323,4 +324,51 @@ async def test_dkim_identity_naming_the_bare_domain_is_stored(gateway: RunningGa
     await trio.to_thread.run_sync(send, gateway.addresses.smtp_port, "alice@example.org", signed)
     message = await received(account, "bare identity")
     assert message["authentication_results"] == {"spf": "pass", "dkim": "neutral", "dmarc": "pass"}
+    await account.http.aclose()
+
+
+STALLED_SELECTORS = [f"s{n}" for n in range(8)]
+
+
+async def test_a_sender_whose_dns_stalls_leaves_other_senders_verifiable(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """Mail signed by 8 keys whose nameserver never answers is stored with dkim=temperror
+    once `dns.timeout_seconds` has passed, and the check gives up then too: it asks no more
+    keys and waits no longer for the one asked. Checks that went on asking, one timeout per
+    key, held every authentication thread for seconds after their sessions were answered, and
+    the next sender's mail, its DNS answering at once, came out unverified (temperror)."""
+    stalled = [f"{selector}._domainkey.slow.example" for selector in STALLED_SELECTORS]
+    port = await nursery.start(partial(serve_dns, ZONE, silent=stalled))
+    settings = make_settings(
+        tmp_path, dns={"nameservers": [f"127.0.0.1:{port}"], "timeout_seconds": 1}
+    )
+    running: RunningGateway = await nursery.start(partial(run_gateway, settings))
+    account, _ = await account_with_bot(running)
+    signed = mail("a@slow.example", "stalled")
+    for selector in STALLED_SELECTORS:
+        signed = rsa_key("slow.example", selector).sign(signed)
+    smtp_port = running.addresses.smtp_port
+    took: list[float] = []
+
+    async def send_stalled() -> None:
+        took.append(await trio.to_thread.run_sync(send, smtp_port, "a@slow.example", signed))
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as senders:
+            for _ in range(AUTH_THREADS):
+                senders.start_soon(send_stalled)
+        assert max(took) < 3.0
+        await trio.sleep(0.3)
+        await trio.to_thread.run_sync(
+            send, smtp_port, "alice@example.org", mail("alice@example.org", "prompt")
+        )
+        message = await received(account, "prompt")
+    assert message["authentication_results"] == {"spf": "pass", "dkim": "none", "dmarc": "pass"}
+    assert message["auth_headers"]["X-E2A-Auth-Verified"] == "true"
+    listing = (await account.http.get(agent_path("bot@agents.test", "/messages"))).json()
+    stalled_ids = [m["message_id"] for m in listing["messages"] if m["subject"] == "stalled"]
+    assert len(stalled_ids) == AUTH_THREADS
+    one = await account.http.get(agent_path("bot@agents.test", f"/messages/{stalled_ids[0]}"))
+    assert one.json()["authentication_results"]["dkim"] == "temperror"
     await account.http.aclose()

@@ -13,7 +13,13 @@ import trio
 
 from e2a_gateway.config import DnsSettings
 from e2a_gateway.mailauth.dns_answers import DnsTemporaryError
-from e2a_gateway.mailauth.resolver import DnsResolver, FixtureResolver, Zone, lookup_txt
+from e2a_gateway.mailauth.resolver import (
+    DnsResolver,
+    FixtureResolver,
+    Zone,
+    lookup_txt,
+    until,
+)
 from e2a_gateway.mailauth.spf import check_spf
 from tests.dns_server import serve_dns
 
@@ -159,6 +165,33 @@ async def test_silent_nameserver_times_out_as_temporary_error() -> None:
         with pytest.raises(DnsTemporaryError):
             await lookup_txt(resolver, "example.com")
         assert time.monotonic() - started < timeout + 0.5
+
+
+async def test_lookups_until_a_deadline_end_at_it(nursery: trio.Nursery) -> None:
+    """A lookup under a deadline waits no longer than what is left of it, whatever the
+    resolver's own timeout; one asked after it fails without a query; answers still come."""
+    with trio.fail_after(10):
+        port = await nursery.start(partial(serve_dns, ZONE, silent=["stalled.example.com"]))
+        resolver = DnsResolver([f"127.0.0.1:{port}"], timeout=5, cache=False)
+        started = time.monotonic()
+        bounded = until(resolver, started + 0.5)
+        assert await trio.to_thread.run_sync(bounded.a, "example.com") == ["192.0.2.10"]
+        with pytest.raises(DnsTemporaryError):
+            await trio.to_thread.run_sync(bounded.txt, "stalled.example.com")
+        assert 0.4 < time.monotonic() - started < 1.5
+        with pytest.raises(DnsTemporaryError, match="no time left"):
+            await trio.to_thread.run_sync(bounded.a, "example.com")
+    fixture = FixtureResolver.from_zone(ZONE)
+    assert until(fixture, time.monotonic() - 1) is fixture  # answers at once: nothing to bound
+
+
+async def test_servfail_is_a_temporary_error(nursery: trio.Nursery) -> None:
+    with trio.fail_after(10):
+        port = await nursery.start(partial(serve_dns, ZONE, servfail=["example.com"]))
+        resolver = DnsResolver([f"127.0.0.1:{port}"], timeout=2)
+        with pytest.raises(DnsTemporaryError):
+            await lookup_txt(resolver, "example.com")
+        assert await lookup_txt(resolver, "nothing.example.com") == []  # NXDOMAIN: no records
 
 
 async def test_failover_past_a_silent_nameserver_on_another_port(nursery: trio.Nursery) -> None:

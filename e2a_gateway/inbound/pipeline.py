@@ -46,6 +46,7 @@ from e2a_gateway.inbound.trace import (
 from e2a_gateway.mailauth.authenticate import RecentSenders, authenticate_from_recent, check_sender
 from e2a_gateway.mailauth.dmarc import author_of
 from e2a_gateway.mailauth.dns_answers import DnsTemporaryError
+from e2a_gateway.mailauth.resolver import until
 from e2a_gateway.mailauth.results import AuthResults, without_results_of
 from e2a_gateway.signing.credentials import derive_signing_secret
 from e2a_gateway.signing.identity import body_hash
@@ -172,7 +173,9 @@ class InboundMailSink:
         results when the deadline passes, so neither DNS trouble nor a message that is slow to
         parse holds the session longer (naming the author's domain as a finished check does:
         `author_of`, lowercase A-labels). A check that outlasts the deadline is abandoned in its
-        worker thread; the SMTP header limits bound what it can still cost.
+        worker thread, where its DNS lookups end at the deadline too (`until`): no sender's
+        stalled DNS keeps the authentication threads from the next sender's mail. The SMTP
+        header limits bound what the rest of it can still cost.
 
         Unsigned mail with a small header from a sender judged in the last seconds is answered
         from `RecentSenders` at once; everything else is checked in a worker thread."""
@@ -184,9 +187,10 @@ class InboundMailSink:
         if recent is not None:
             return recent
         deadline = self._gateway.settings.dns.timeout_seconds
+        bounded = until(resolver, time.monotonic() + deadline)
         with trio.move_on_after(deadline):
             checked = await trio.to_thread.run_sync(
-                lambda: check_sender(resolver, **sender, message=envelope.data),
+                lambda: check_sender(bounded, **sender, message=envelope.data),
                 abandon_on_cancel=True,
                 limiter=self._auth_threads,
             )
@@ -199,8 +203,9 @@ class InboundMailSink:
     async def _client_name(self, peer: str) -> str | None:
         """The client's forward-confirmed reverse DNS name for the Received line; None when it
         has none, or DNS fails or does not answer within `dns.timeout_seconds` (not kept)."""
-        resolver = self._gateway.resolver
-        with trio.move_on_after(self._gateway.settings.dns.timeout_seconds):
+        seconds = self._gateway.settings.dns.timeout_seconds
+        resolver = until(self._gateway.resolver, time.monotonic() + seconds)
+        with trio.move_on_after(seconds):
             try:
                 name = await trio.to_thread.run_sync(
                     confirmed_host_name,

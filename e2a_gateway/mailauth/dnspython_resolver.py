@@ -90,7 +90,8 @@ class AnswerCache(dns.resolver.CacheBase):
 class DnspythonResolver:
     """The Resolver over dnspython that `DnsResolver` builds on its first lookup, for
     nameservers given as (address, port); none means the system's resolv.conf. Its answers
-    are cached within `cache_bytes` (none when 0)."""
+    are cached within `cache_bytes` (none when 0). Each lookup takes at most `timeout`
+    seconds, or the `timeout` it is given."""
 
     def __init__(self, nameservers: list[tuple[str, int]], timeout: float, *, cache_bytes: int):
         self._resolver = dns.resolver.Resolver(configure=not nameservers)
@@ -107,40 +108,44 @@ class DnspythonResolver:
         if cache_bytes:
             self._resolver.cache = AnswerCache(cache_bytes)
 
-    def txt(self, name: str) -> list[str]:
+    def txt(self, name: str, *, timeout: float | None = None) -> list[str]:
         """TXT strings at `name`, each record's chunks joined, decoded as UTF-8."""
         return [
             b"".join(record.strings).decode("utf-8", "replace")
-            for record in self._records(name, "TXT", dns.rdtypes.ANY.TXT.TXT)
+            for record in self._records(name, "TXT", dns.rdtypes.ANY.TXT.TXT, timeout)
         ]
 
-    def a(self, name: str) -> list[str]:
+    def a(self, name: str, *, timeout: float | None = None) -> list[str]:
         """IPv4 addresses at `name`."""
-        return [record.address for record in self._records(name, "A", dns.rdtypes.IN.A.A)]
+        return [record.address for record in self._records(name, "A", dns.rdtypes.IN.A.A, timeout)]
 
-    def aaaa(self, name: str) -> list[str]:
+    def aaaa(self, name: str, *, timeout: float | None = None) -> list[str]:
         """IPv6 addresses at `name`."""
-        return [record.address for record in self._records(name, "AAAA", dns.rdtypes.IN.AAAA.AAAA)]
+        return [
+            record.address
+            for record in self._records(name, "AAAA", dns.rdtypes.IN.AAAA.AAAA, timeout)
+        ]
 
-    def mx(self, name: str) -> list[MxRecord]:
+    def mx(self, name: str, *, timeout: float | None = None) -> list[MxRecord]:
         """MX records at `name`."""
         return [
             (record.preference, record.exchange.to_text(omit_final_dot=True))
-            for record in self._records(name, "MX", dns.rdtypes.ANY.MX.MX)
+            for record in self._records(name, "MX", dns.rdtypes.ANY.MX.MX, timeout)
         ]
 
-    def ptr(self, name: str) -> list[str]:
+    def ptr(self, name: str, *, timeout: float | None = None) -> list[str]:
         """PTR targets at `name`."""
         return [
             record.target.to_text(omit_final_dot=True)
-            for record in self._records(name, "PTR", dns.rdtypes.ANY.PTR.PTR)
+            for record in self._records(name, "PTR", dns.rdtypes.ANY.PTR.PTR, timeout)
         ]
 
-    def _records(self, name: str, rdtype: str, kind: type[_T]) -> list[_T]:
-        """The answer's records of `rdtype` (CNAMEs followed by dnspython); [] for none."""
+    def _records(self, name: str, rdtype: str, kind: type[_T], timeout: float | None) -> list[_T]:
+        """The answer's records of `rdtype` (CNAMEs followed by dnspython); [] for none. The
+        lookup takes at most `timeout` seconds (None: the resolver's own timeout)."""
         try:
             qname = dns.name.from_text(name)
-            answer = self._resolver.resolve(qname, rdtype, search=False)
+            answer = self._resolver.resolve(qname, rdtype, search=False, lifetime=timeout)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
         except (

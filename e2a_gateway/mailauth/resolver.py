@@ -10,13 +10,17 @@ the gateway may query DNS any other way.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
-from typing import TypedDict, TypeVar
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 import trio
 
 from e2a_gateway.config import DnsSettings, nameserver_address
 from e2a_gateway.mailauth.dns_answers import DnsTemporaryError, MxRecord, Resolver
+
+if TYPE_CHECKING:
+    from e2a_gateway.mailauth.dnspython_resolver import DnspythonResolver
 
 _T = TypeVar("_T")
 
@@ -32,7 +36,7 @@ class DnsResolver:
     memory, the least recently used answers going first) and the configured nameservers
     (`host`, `host:port`, `[v6]:port` or a bare IPv6 address, tried in order; none means the
     system's resolv.conf). `timeout` bounds each lookup as a whole, retries and failover
-    included.
+    included; a lookup given a `timeout` of its own takes at most that.
 
     dnspython is imported, and its resolver built, on the first lookup (about a tenth of a
     second of CPU): lookups run in worker threads, so neither start-up nor the event loop
@@ -51,7 +55,7 @@ class DnsResolver:
         addresses = [nameserver_address(server) for server in nameservers]
         self._nameservers = nameservers
         self._options = (addresses, timeout, cache_bytes if cache else 0)
-        self._built: Resolver | None = None
+        self._built: DnspythonResolver | None = None
         self._building = threading.Lock()
         self._uncached: DnsResolver | None = None
 
@@ -60,25 +64,25 @@ class DnsResolver:
         """Build from the `dns.*` settings."""
         return cls(settings.nameservers, settings.timeout_seconds)
 
-    def txt(self, name: str) -> list[str]:
+    def txt(self, name: str, *, timeout: float | None = None) -> list[str]:
         """TXT strings at `name`, each record's chunks joined, decoded as UTF-8."""
-        return self._resolver().txt(name)
+        return self._resolver().txt(name, timeout=timeout)
 
-    def a(self, name: str) -> list[str]:
+    def a(self, name: str, *, timeout: float | None = None) -> list[str]:
         """IPv4 addresses at `name`."""
-        return self._resolver().a(name)
+        return self._resolver().a(name, timeout=timeout)
 
-    def aaaa(self, name: str) -> list[str]:
+    def aaaa(self, name: str, *, timeout: float | None = None) -> list[str]:
         """IPv6 addresses at `name`."""
-        return self._resolver().aaaa(name)
+        return self._resolver().aaaa(name, timeout=timeout)
 
-    def mx(self, name: str) -> list[MxRecord]:
+    def mx(self, name: str, *, timeout: float | None = None) -> list[MxRecord]:
         """MX records at `name`."""
-        return self._resolver().mx(name)
+        return self._resolver().mx(name, timeout=timeout)
 
-    def ptr(self, name: str) -> list[str]:
+    def ptr(self, name: str, *, timeout: float | None = None) -> list[str]:
         """PTR targets at `name`."""
-        return self._resolver().ptr(name)
+        return self._resolver().ptr(name, timeout=timeout)
 
     def uncached(self) -> DnsResolver:
         """This resolver without its cache (the same nameservers and timeout): for look-ups
@@ -90,7 +94,7 @@ class DnsResolver:
             self._uncached = DnsResolver(self._nameservers, timeout, cache=False)
         return self._uncached
 
-    def _resolver(self) -> Resolver:
+    def _resolver(self) -> DnspythonResolver:
         if self._built is None:
             with self._building:
                 if self._built is None:
@@ -185,6 +189,49 @@ def fresh_answers(resolver: Resolver) -> Resolver:
     DnsResolver's `uncached`); any other resolver (a fixture) as it is. For a domain's records
     being verified: a user publishes them, then verifies at once."""
     return resolver.uncached() if isinstance(resolver, DnsResolver) else resolver
+
+
+class _Until:
+    """A DnsResolver's lookups for work due by `deadline` (`time.monotonic()`)."""
+
+    def __init__(self, resolver: DnsResolver, deadline: float):
+        self._resolver = resolver
+        self._deadline = deadline
+
+    def txt(self, name: str) -> list[str]:
+        """TXT strings at `name`, within what is left of the time."""
+        return self._resolver.txt(name, timeout=self._left("TXT", name))
+
+    def a(self, name: str) -> list[str]:
+        """IPv4 addresses at `name`, within what is left of the time."""
+        return self._resolver.a(name, timeout=self._left("A", name))
+
+    def aaaa(self, name: str) -> list[str]:
+        """IPv6 addresses at `name`, within what is left of the time."""
+        return self._resolver.aaaa(name, timeout=self._left("AAAA", name))
+
+    def mx(self, name: str) -> list[MxRecord]:
+        """MX records at `name`, within what is left of the time."""
+        return self._resolver.mx(name, timeout=self._left("MX", name))
+
+    def ptr(self, name: str) -> list[str]:
+        """PTR targets at `name`, within what is left of the time."""
+        return self._resolver.ptr(name, timeout=self._left("PTR", name))
+
+    def _left(self, rdtype: str, name: str) -> float:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise DnsTemporaryError(f"{rdtype} {name}: no time left to ask")
+        return left
+
+
+def until(resolver: Resolver, deadline: float) -> Resolver:
+    """`resolver` for work due by `deadline` (a `time.monotonic()` time), such as the checks of
+    one message: each lookup waits at most for what is left of the time, and one asked after
+    it fails at once (DnsTemporaryError) without querying DNS. Work given up on at its deadline
+    in a worker thread thus ends then too, rather than one timeout per lookup later. A fixture
+    resolver, which answers at once, as it is."""
+    return _Until(resolver, deadline) if isinstance(resolver, DnsResolver) else resolver
 
 
 async def lookup_txt(resolver: Resolver, name: str) -> list[str]:
