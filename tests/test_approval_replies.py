@@ -303,6 +303,29 @@ async def test_a_reply_without_dmarc_pass_is_refused(
     assert "DMARC did not pass for example.com (result: fail)" in answer.get_content()
 
 
+async def test_a_reply_whose_dmarc_check_met_a_dns_error_is_deferred_then_acted_on(
+    running: RunningGateway, owner: Owner, sink: Sink, resolver: FixtureResolver
+) -> None:
+    """The reviewer's DMARC record could not be fetched (SERVFAIL, a timeout): dmarc=temperror
+    says nothing against the reply, and a retry may pass. It was refused for good, the reviewer
+    told to have SPF, DKIM and DMARC published. It is deferred (451 4.7.0), nothing stored or
+    mailed, and the sender's retry once DNS answers approves the message."""
+    gateway = running.gateway
+    port = running.addresses.smtp_port
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    data = reply(notice, "approve")
+    rcpts = [str(notice["Reply-To"])]
+    resolver.failing_lookups.add(("_dmarc.example.com", "TXT"))
+    assert await trio.to_thread.run_sync(_data_answer, port, rcpts, data) == 451
+    assert row(gateway.settings, message.id)[:3] == ("pending_approval", None, None)
+    assert waiting_answers(gateway.settings) == 0 and answers(sink) == []
+    resolver.failing_lookups.clear()
+    assert await trio.to_thread.run_sync(_data_answer, port, rcpts, data) == 250
+    assert row(gateway.settings, message.id)[1:3] == (OWNER, "reply")
+    assert waiting_answers(gateway.settings) == 0 and answers(sink) == []
+
+
 async def test_a_reply_that_does_not_answer_the_notice_is_refused(
     running: RunningGateway, owner: Owner, sink: Sink
 ) -> None:

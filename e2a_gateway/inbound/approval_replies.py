@@ -33,7 +33,7 @@ from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, new_me
 from e2a_gateway.outbound.notice_sender import notice_sender
 from e2a_gateway.signing.reply_tokens import hash_reply_token, token_in_local_part
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
-from e2a_gateway.smtp.server import RecipientVerdict
+from e2a_gateway.smtp.server import RecipientVerdict, SenderNotYetAuthenticated
 from e2a_gateway.storage.base import (
     PAST_DEADLINE,
     AgentInTrash,
@@ -119,7 +119,9 @@ class ApprovalReplies:
 
     async def handle(self, token: str, envelope: Envelope, auth: AuthResults, now: float) -> None:
         """Act on one reply to a notice, or commit the answer saying why not (none for
-        automatic mail); MessageNotStored when storage could not commit either."""
+        automatic mail); MessageNotStored when storage could not commit either, and
+        SenderNotYetAuthenticated (451 4.7.0, nothing done) when the reply is refused only for
+        a DMARC check DNS trouble left undecided (temperror): the sender's retry may pass."""
         try:
             await self._handle(token, envelope, auth, now)
         except StorageUnavailable as exc:
@@ -145,6 +147,13 @@ class ApprovalReplies:
         refusal = refusal_of(
             facts, stored.reviewer, stored.notice_message_id, stored.used_at is not None
         )
+        if refusal == "no_dmarc_pass" and facts.dmarc == "temperror":
+            # DNS could not answer for the reviewer's domain: a retry may pass, so the reply
+            # is deferred rather than refused for good (the reviewer told to fix their DNS)
+            raise SenderNotYetAuthenticated(
+                f"the reply's From could not be authenticated for now (DMARC temperror) for "
+                f"held message {stored.message_id}"
+            )
         message = await storage.get_outbound(None, stored.message_id)
         if refusal is None and (message is None or not lifecycle.awaits_review(message.status)):
             refusal = "already_decided"
