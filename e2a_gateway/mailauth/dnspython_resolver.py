@@ -157,5 +157,17 @@ class DnspythonResolver:
         ):
             return []  # a name that cannot be written in DNS has no records
         except dns.exception.DNSException as exc:
-            raise DnsTemporaryError(f"{rdtype} {name}: {exc}") from exc
+            raise DnsTemporaryError(f"{rdtype} {name}: {_trouble(exc)}") from exc
         return [record for record in answer if isinstance(record, kind)]
+
+
+def _trouble(exc: dns.exception.DNSException) -> str:
+    """What kept DNS from answering, in words that name no nameserver: the words reach a
+    stored message's `Authentication-Results` (a DKIM key's temperror) and API errors, where
+    the gateway's resolver addresses have no business."""
+    if isinstance(exc, dns.exception.Timeout):
+        return "timed out"
+    if isinstance(exc, dns.resolver.NoNameservers):
+        answers = sorted({str(error[3]) for error in exc.kwargs.get("errors", [])})
+        return f"no nameserver answered ({', '.join(answers) or 'none to ask'})"
+    return str(exc)
