@@ -877,6 +877,59 @@ async def test_the_keys_expiry_ends_its_open_live_streams(browser, make_account)
     assert (await client.get(url)).status_code == 303
 
 
+async def test_signing_out_ends_the_sessions_open_live_streams(browser, make_account) -> None:
+    """A stream opened by a session that signs out (in another tab, say, or a copy of its cookie
+    left on a shared machine) is cut at once; another session of the same user streams on."""
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "tabs")
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    url = await open_stream(client, address)
+    token = await session_csrf(client)
+    elsewhere = browser()
+    assert (await sign_in(elsewhere, alice.key)).status_code == 303
+    other_url = await open_stream(elsewhere, address)
+
+    async with elsewhere.stream("GET", other_url) as other_stream:
+        other_lines = other_stream.aiter_lines()
+        assert (await other_lines.__anext__()).startswith("retry:")
+
+        async def sign_out() -> None:
+            signed_out = await client.post("/signout", data={"csrf_token": token})
+            assert signed_out.status_code == 303
+
+        assert await stream_until_closed(client, url, sign_out) < 1.0
+        with trio.move_on_after(0.5) as waited:
+            async for _ in other_lines:  # the other session's stream is not ended
+                pass
+        assert waited.cancelled_caught
+    assert (await client.get(url)).status_code == 303
+
+
+async def test_the_sessions_expiry_ends_its_open_live_streams(
+    browser, make_account, running: RunningGateway
+) -> None:
+    """A stream lasts no longer than the session that opened it (not up to its own 5 minutes
+    past the session's end)."""
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "ending")
+    user = await running.gateway.storage.user_for_key_hash(hash_api_key(alice.key))
+    assert user is not None
+    ends_at = int(time.time()) + 3
+    claims = SessionClaims(hash_api_key(alice.key), user.id, ends_at, "t" * 32, "s" * 32)
+    client = browser()
+    client.cookies.set("e2a_session", seal(session_key(running.gateway.server_key), claims))
+    url = await open_stream(client, address)
+
+    async def nothing() -> None:
+        pass
+
+    remaining = ends_at - time.time()
+    took = await stream_until_closed(client, url, nothing)  # ends by itself, with the session
+    assert took < remaining + 1.0
+    assert (await client.get(url)).status_code == 303
+
+
 async def test_deleting_the_agent_ends_its_open_live_streams(browser, make_account) -> None:
     alice = await make_account("alice@example.com")
     address = await local_agent(alice, "doomed")

@@ -7,6 +7,7 @@ between them. Skipped (with a message) unless E2A_TEST_POSTGRES_URL names a test
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -49,6 +50,7 @@ from tests.delivery_support import wait_until
 from tests.dns_server import serve_dns
 from tests.http_receiver import Answer, HttpReceiver
 from tests.test_cli import free_port
+from tests.test_dashboard import open_stream, session_csrf, sign_in
 from tests.test_metrics import SHARED_FAMILIES, Samples, samples_of, value
 from tests.test_smtp_acceptors import _acceptor_serving, _running
 
@@ -290,6 +292,32 @@ async def test_revocations_on_b_close_websockets_on_a(tmp_path: Path, database: 
                 with trio.fail_after(NOTIFY_SECONDS):
                     frame = json.loads(await on_bot.get_message())
         assert frame["subject"] == "still here"
+
+
+async def test_signing_out_on_b_ends_the_sessions_live_stream_on_a(
+    tmp_path: Path, database: str
+) -> None:
+    """A dashboard session signed out through replica B: the live inbox stream it opened on
+    replica A ends within seconds."""
+    async with two_replicas(tmp_path, database) as (a, b):
+        key = await bootstrap(a)
+        bot = await create_agent(a, key, {"slug": "bot", "agent_mode": "local"})
+        async with (
+            httpx.AsyncClient(base_url=a.http_url, timeout=10) as on_a,
+            httpx.AsyncClient(base_url=b.http_url, timeout=10) as on_b,
+        ):
+            assert (await sign_in(on_a, key)).status_code == 303
+            token = await session_csrf(on_a)
+            on_b.cookies.set("e2a_session", on_a.cookies["e2a_session"])
+            url = await open_stream(on_a, bot)
+            async with on_a.stream("GET", url) as stream:
+                lines = stream.aiter_lines()
+                assert (await lines.__anext__()).startswith("retry:")
+                signed_out = await on_b.post("/signout", data={"csrf_token": token})
+                assert signed_out.status_code == 303
+                with trio.fail_after(NOTIFY_SECONDS):
+                    async for line in lines:
+                        assert not line.startswith("data:"), line
 
 
 async def closed_within(ws: WebSocketConnection, seconds: float) -> tuple[int, str | None]:
@@ -1016,14 +1044,16 @@ def test_a_payload_this_version_cannot_read_is_logged_without_its_subject(
         ("agent", "agt_bot", Ended.AGENT_DELETED),
         ("key", "key_1", Ended.KEY_REVOKED),
         ("user", "usr_1", Ended.ACCOUNT_DELETED),
+        ("session", "ses_1", Ended.SIGNED_OUT),
     ],
 )
 def test_relay_payload_ends_what_another_replica_revoked(
     kind: str, value: str, ended: Ended
 ) -> None:
     hub = Hub()
-    other = Listener("agt_other", "usr_2", "key_2", "dashboard")
-    with hub.subscribe(BOT) as live, hub.subscribe(other) as bystander:
+    mine = dataclasses.replace(BOT, session_id="ses_1")
+    other = Listener("agt_other", "usr_2", "key_2", "dashboard", session_id="ses_2")
+    with hub.subscribe(mine) as live, hub.subscribe(other) as bystander:
         revocation = {"revoke": kind, "id": value}
         assert not relay_payload(hub, "me", json.dumps({**revocation, "origin": "me"}))
         assert live.ended is None  # this replica ended its own subscriptions already

@@ -31,6 +31,7 @@ from e2a_gateway.dashboard.sessions import (
     session_key,
     unseal,
 )
+from e2a_gateway.hub import Revocation
 from e2a_gateway.operations.caller import Caller, authenticate, caller_for_key_hash
 from e2a_gateway.operations.errors import Forbidden
 from e2a_gateway.storage.base import User
@@ -129,10 +130,11 @@ async def current_session() -> Session | None:
 
 async def end_session(session: Session) -> None:
     """Sign `session` out on the server: from now on every copy of its cookie is refused, on
-    every replica and after a restart (recorded until it would have expired anyway)."""
-    await current_gateway().storage.sign_out_session(
-        session.user.id, session.session_id, session.expires_at
-    )
+    every replica and after a restart (recorded until it would have expired anyway), and the
+    live streams it opened are closed (other replicas' when they hear of the commit)."""
+    gateway = current_gateway()
+    await gateway.storage.sign_out_session(session.user.id, session.session_id, session.expires_at)
+    gateway.hub.revoke(Revocation("session", session.session_id))
 
 
 async def start_session(api_key: str) -> tuple[User, str]:

@@ -4,7 +4,8 @@ It first sends what arrived after the browser's position — the last event it r
 reconnecting (its `Last-Event-ID`), else the last message the page shows — so nothing
 committed meanwhile is missed, then what the hub announces. A stream lasts a few minutes and
 then ends; the browser's EventSource reconnects by itself. It ends at once when the agent or
-account is deleted or the session's API key revoked.
+account is deleted, the session's API key revoked or the session signed out, and when the key
+or the session expires.
 
 Events read from storage carry their inbox position as their `id`. The hub's announcements do
 not know it (storing mail reads back no positions, to keep that path lean), so after sending
@@ -139,7 +140,15 @@ async def inbox_events(
     yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
     gateway = current_gateway()
     caller = session.caller
-    listener = Listener(agent.id, caller.user_id, caller.key_hash, "dashboard", caller.expires_at)
+    listener = Listener(
+        agent.id,
+        caller.user_id,
+        caller.key_hash,
+        "dashboard",
+        caller.expires_at,
+        session.session_id,
+        session.expires_at,
+    )
     with gateway.hub.subscribe(listener) as live:
         if await lost_access(gateway.storage, listener, agent.email) is not None:
             return  # revoked while the stream opened: the reconnection is refused

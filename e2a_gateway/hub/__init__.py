@@ -2,9 +2,10 @@
 `job_queue`).
 
 A subscription is bound to the agent's internal id (never its address, which can pass to
-another user) and to the API key that opened it; deleting the agent, revoking the key or
-deleting the account ends it at once, and so does the key's expiry when that time comes. The
-hub holds nothing that is not in storage.
+another user), to the API key that opened it and, a dashboard stream, to its session; deleting
+the agent, revoking the key, deleting the account or signing the session out ends it at once,
+and so does the key's expiry, or the session's, when that time comes. The hub holds nothing
+that is not in storage.
 """
 
 from __future__ import annotations
@@ -41,12 +42,15 @@ class Ended(enum.Enum):
     KEY_REVOKED = "the API key was revoked"
     KEY_EXPIRED = "the API key expired"
     ACCOUNT_DELETED = "the account was deleted"
+    SIGNED_OUT = "the session was signed out"
+    SESSION_EXPIRED = "the session expired"
 
 
 _ENDED_BY: dict[RevokedKind, Ended] = {
     "agent": Ended.AGENT_DELETED,
     "key": Ended.KEY_REVOKED,
     "user": Ended.ACCOUNT_DELETED,
+    "session": Ended.SIGNED_OUT,
 }
 
 
@@ -54,19 +58,23 @@ _ENDED_BY: dict[RevokedKind, Ended] = {
 class Listener:
     """Whom a subscription serves: an agent (by id), its owner, the API key that opened it
     (by SHA-256 hash), the kind of connection, and when that key expires (RFC 3339; None:
-    never)."""
+    never); a dashboard stream also names its session (id, and when it ends: seconds since the
+    epoch)."""
 
     agent_id: str
     user_id: str
     key_hash: str
     channel: Channel
     key_expires_at: str | None = None
+    session_id: str | None = None
+    session_ends_at: int | None = None
 
 
 @dataclass(frozen=True)
 class Revocation:
     """Access that has ended: an agent deleted (`agent`, its id), an API key revoked (`key`,
-    its hash) or an account deleted (`user`, its id)."""
+    its hash), an account deleted (`user`, its id) or a dashboard session signed out
+    (`session`, its id)."""
 
     kind: RevokedKind
     value: str
@@ -94,7 +102,12 @@ class Subscription:
         self.ended: Ended | None = None
         """Why the hub ended it; None while it is live."""
         self._receive = receive
-        self._expires = _deadline_of(listener.key_expires_at)
+        key_deadline = _deadline_of(listener.key_expires_at)
+        session_deadline = _deadline_at(listener.session_ends_at)
+        self._expires = min(key_deadline, session_deadline)
+        self._expiry = (
+            Ended.KEY_EXPIRED if key_deadline <= session_deadline else Ended.SESSION_EXPIRED
+        )
         self._drained_through = 0
 
     def drained(self, through_seq: int) -> None:
@@ -114,15 +127,15 @@ class Subscription:
 
     @property
     def revoked(self) -> bool:
-        """True once the access it depended on ended (agent, key or account gone, or the key
-        past its expiry)."""
+        """True once the access it depended on ended (agent, key, account or session gone, or
+        the key or session past its expiry)."""
         self._note_expiry()
         return self.ended not in (None, Ended.BEHIND)
 
     def _note_expiry(self) -> None:
-        """Mark the subscription ended once its key is past its expiry."""
+        """Mark the subscription ended once its key, or its session, is past its expiry."""
         if self.ended is None and trio.current_time() >= self._expires:
-            self.ended = Ended.KEY_EXPIRED
+            self.ended = self._expiry
 
     async def receive(self) -> dict[str, Any] | None:
         """The next notification, or None once the subscription has ended."""
@@ -152,8 +165,14 @@ def _deadline_of(expires_at: str | None) -> float:
     infinity for a key that never expires."""
     if expires_at is None:
         return math.inf
-    remaining = parse_timestamp(expires_at).timestamp() - time.time()
-    return trio.current_time() + max(remaining, 0.0)
+    return _deadline_at(parse_timestamp(expires_at).timestamp())
+
+
+def _deadline_at(epoch: float | None) -> float:
+    """The trio clock's reading at `epoch` (seconds since the epoch; None: never)."""
+    if epoch is None:
+        return math.inf
+    return trio.current_time() + max(epoch - time.time(), 0.0)
 
 
 class Hub:
@@ -231,11 +250,14 @@ class Hub:
 
     def revoke(self, revocation: Revocation) -> None:
         """End, at once, every subscription that depended on the access that ended: the
-        deleted agent's, the revoked key's, or every one of the deleted account."""
+        deleted agent's, the revoked key's, the signed-out session's, or every one of the
+        deleted account."""
         if revocation.kind == "agent":
             chosen = list(self._by_agent.get(revocation.value, ()))
         elif revocation.kind == "key":
             chosen = [sub for sub in self._senders if sub.listener.key_hash == revocation.value]
+        elif revocation.kind == "session":
+            chosen = [sub for sub in self._senders if sub.listener.session_id == revocation.value]
         else:
             chosen = [sub for sub in self._senders if sub.listener.user_id == revocation.value]
         for subscription in chosen:

@@ -15,7 +15,7 @@ from typing import Literal
 
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 
-RevokedKind = Literal["agent", "key", "user"]
+RevokedKind = Literal["agent", "key", "user", "session"]
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,9 @@ class JobsAdded:
 
 @dataclass(frozen=True)
 class AccessEnded:
-    """An agent was deleted (`value` its id), an API key revoked (its hash) or an account
-    deleted (its id): live subscriptions that depended on it end on every replica."""
+    """An agent was deleted (`value` its id), an API key revoked (its hash), an account
+    deleted (its id) or a dashboard session signed out (its id): live subscriptions that
+    depended on it end on every replica."""
 
     kind: RevokedKind
     value: str

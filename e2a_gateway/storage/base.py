@@ -2173,7 +2173,8 @@ class DashboardSessions(Protocol):
 
     async def sign_out_session(self, user_id: str, session_id: str, expires_at: float) -> None:
         """Record the user's session `session_id`, which expires at the epoch `expires_at`, as
-        signed out (nothing new when it already is)."""
+        signed out (nothing new when it already is), announcing it (`AccessEnded`) so that the
+        live streams it opened end on every replica."""
         ...
 
     async def session_signed_out(self, user_id: str, session_id: str) -> bool:
