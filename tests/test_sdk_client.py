@@ -940,6 +940,7 @@ ours = (m for m in sys.modules if m.startswith("e2a_gateway."))
 loaded = sorted(m for m in ours if not m.startswith("e2a_gateway.v1"))
 # Mail is read as the gateway reads it: with the pure, standard-library-only modules it uses.
 shared = [
+    "e2a_gateway.bidi",
     "e2a_gateway.charsets",
     "e2a_gateway.email_policies",
     "e2a_gateway.mime_bounds",
