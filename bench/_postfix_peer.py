@@ -2,7 +2,9 @@
 
 `postfix_server()` gives it a private config and queue directory under a temp dir, one free
 loopback port, one local domain and the `discard:` transport (the queue file is still written
-and synced before 250), starts `master -d` and stops it afterwards. Nothing is installed
+and synced before 250), starts `master -d` and stops it afterwards. `postfix_instance()` is the
+same with lines of the caller's appended to main.cf and master.cf (a later main.cf line wins),
+and tells where its config, queue and log are. Nothing is installed
 system-wide; the `postfix` user and `postdrop` group are created when missing and running as
 root. `PostfixUnavailable` says why it cannot run and how to get it.
 """
@@ -20,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(os.environ.get("E2A_BENCH_POSTFIX_ROOT", "/opt/postfix-tools"))
@@ -96,10 +99,12 @@ def _ensure_accounts() -> tuple[int, int]:
     return pwd.getpwnam("postfix").pw_uid, grp.getgrnam("postdrop").gr_gid
 
 
-def _write_config(folder: Path, port: int, domain: str, local_part: str) -> Path:
+def _write_config(
+    folder: Path, port: int, domain: str, local_part: str, main_cf: str, master_cf: str
+) -> Path:
     config = folder / "etc"
     config.mkdir()
-    (config / "main.cf").write_text(
+    defaults = (
         "compatibility_level = 3.6\n"
         f"queue_directory = {folder / 'spool'}\n"
         f"data_directory = {folder / 'data'}\n"
@@ -117,8 +122,30 @@ def _write_config(folder: Path, port: int, domain: str, local_part: str) -> Path
         f"maillog_file = {folder / 'maillog'}\nmaillog_file_prefixes = {folder}\n"
         "biff = no\nsmtpd_client_connection_count_limit = 0\n"
     )
-    (config / "master.cf").write_text(f"127.0.0.1:{port} inet n - n - - smtpd\n{MASTER_SERVICES}")
+    _write_main_cf(config, {**_settings(defaults), **_settings(main_cf)})
+    (config / "master.cf").write_text(
+        f"127.0.0.1:{port} inet n - n - - smtpd\n{MASTER_SERVICES}{master_cf}"
+    )
     return config
+
+
+def _settings(lines: str) -> dict[str, str]:
+    """main.cf's `name = value` lines as a mapping (the last of a name wins)."""
+    named: dict[str, str] = {}
+    for line in lines.splitlines():
+        if line.strip():
+            name, _, value = line.partition("=")
+            named[name.strip()] = value.strip()
+    return named
+
+
+def _write_main_cf(config: Path, settings: dict[str, str]) -> None:
+    """Each setting once: a name given twice makes every Postfix process warn, and postlogd
+    sends its own warnings to syslog, where with no syslog daemon it blocks, and with it every
+    process that logs (smtpd before its greeting)."""
+    (config / "main.cf").write_text(
+        "".join(f"{name} = {value}\n" for name, value in settings.items())
+    )
 
 
 def _make_queue(folder: Path, uid: int, gid: int) -> None:
@@ -147,13 +174,78 @@ def _wait_listening(port: int, master: subprocess.Popen[bytes], log: Path) -> No
                     return
         except OSError:
             time.sleep(0.05)
-    raise PostfixUnavailable(f"postfix did not answer on port {port} in {START_SECONDS} s")
+    said = "".join(
+        path.read_text(errors="replace")[-2000:]
+        for path in (log, log.with_name("master.out"))
+        if path.exists()
+    )
+    raise PostfixUnavailable(f"postfix did not answer on port {port} in {START_SECONDS} s: {said}")
+
+
+@dataclass(frozen=True)
+class PostfixInstance:
+    """A running Postfix: its smtpd's loopback port, its master's process id, its config
+    directory (for `MAIL_CONFIG`), and its folder (queue under `spool`, log in `maillog`)."""
+
+    port: int
+    pid: int
+    config: Path
+    folder: Path
+
+    @property
+    def maillog(self) -> str:
+        """What Postfix has logged so far."""
+        path = self.folder / "maillog"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def change(self, main_cf: str) -> None:
+        """Set `main_cf`'s `name = value` lines in main.cf, have Postfix read it again (and its
+        maps), and wait until it has."""
+        path = self.config / "main.cf"
+        _write_main_cf(self.config, {**_settings(path.read_text()), **_settings(main_cf)})
+        old = self._children("smtpd")
+        os.kill(self.pid, signal.SIGHUP)  # idle daemons exit; busy ones after their session
+        deadline = time.monotonic() + START_SECONDS
+        while old & self._children("smtpd"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"postfix's smtpd did not restart in {START_SECONDS} s")
+            time.sleep(0.05)
+
+    def _children(self, name: str) -> set[int]:
+        """The process ids of master's daemons called `name` (Linux: read from /proc)."""
+        found = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)
+            except OSError:
+                continue  # gone meanwhile
+            command = fields[0].split("(", 1)[1]
+            if command == name and int(fields[1].split()[1]) == self.pid:
+                found.add(int(stat.parent.name))
+        return found
+
+    def command(self, name: str, *args: str, stdin: bytes = b"", timeout: float = 20) -> str:
+        """Run Postfix's command `name` (sendmail, postqueue, postsuper…) against this
+        instance, given `stdin`; its output. Raises when it fails."""
+        done = subprocess.run(
+            [str(ROOT / "usr/sbin" / name), *args],
+            input=stdin,
+            env={**library_environment(), "MAIL_CONFIG": str(self.config)},
+            capture_output=True,
+            timeout=timeout,
+        )
+        if done.returncode != 0:
+            said = (done.stdout + done.stderr).decode(errors="replace")
+            raise RuntimeError(f"postfix's {name} exited with {done.returncode}: {said}")
+        return done.stdout.decode(errors="replace")
 
 
 @contextmanager
-def postfix_server(port: int, recipient: str) -> Iterator[tuple[int, int]]:
-    """Postfix accepting mail for `recipient` on 127.0.0.1:`port`; yields the port and the
-    process id of its master (whose process tree does all the work)."""
+def postfix_instance(
+    port: int, recipient: str, *, main_cf: str = "", master_cf: str = ""
+) -> Iterator[PostfixInstance]:
+    """Postfix accepting mail for `recipient` on 127.0.0.1:`port`, `main_cf` and `master_cf`
+    appended to its configuration; stopped (with every process it started) afterwards."""
     master_binary = ROOT / "usr/lib/postfix/sbin/master"
     if not os.access(master_binary, os.X_OK):
         raise PostfixUnavailable(f"no {master_binary}: {HOW_TO_GET}")
@@ -161,10 +253,10 @@ def postfix_server(port: int, recipient: str) -> Iterator[tuple[int, int]]:
         raise PostfixUnavailable(f"Postfix's master must start as root: {HOW_TO_GET}")
     uid, gid = _ensure_accounts()
     local_part, domain = recipient.split("@")
-    with tempfile.TemporaryDirectory(prefix="e2a-bench-postfix-") as temp:
+    with tempfile.TemporaryDirectory(prefix="e2a-postfix-") as temp:
         folder = Path(temp)
         folder.chmod(0o755)  # the postfix user walks into it
-        config = _write_config(folder, port, domain, local_part)
+        config = _write_config(folder, port, domain, local_part, main_cf, master_cf)
         _make_queue(folder, uid, gid)
         env = {**library_environment(), "MAIL_CONFIG": str(config)}
         log = folder / "master.out"
@@ -178,7 +270,7 @@ def postfix_server(port: int, recipient: str) -> Iterator[tuple[int, int]]:
             )
         try:
             _wait_listening(port, master, folder / "maillog")
-            yield port, master.pid
+            yield PostfixInstance(port, master.pid, config, folder)
         finally:
             master.send_signal(signal.SIGTERM)  # master stops its children and exits
             try:
@@ -186,3 +278,11 @@ def postfix_server(port: int, recipient: str) -> Iterator[tuple[int, int]]:
             except subprocess.TimeoutExpired:
                 os.killpg(master.pid, signal.SIGKILL)
                 master.wait(timeout=10)
+
+
+@contextmanager
+def postfix_server(port: int, recipient: str) -> Iterator[tuple[int, int]]:
+    """Postfix accepting mail for `recipient` on 127.0.0.1:`port`; yields the port and the
+    process id of its master (whose process tree does all the work)."""
+    with postfix_instance(port, recipient) as instance:
+        yield instance.port, instance.pid
