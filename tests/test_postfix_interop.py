@@ -346,3 +346,29 @@ async def test_a_4xx_from_e2a_makes_postfix_retry_and_a_5xx_bounces(
     await trio.to_thread.run_sync(inject, sender, "nobody@agents.test", "unknown")
     await logged(sender, r"to=<nobody@agents\.test>.*status=bounced.*550 5\.1\.1")
     assert [item["subject"] for item in await inbox(alice, bot)] == ["retried"]
+
+
+async def test_postfix_deferring_the_data_defers_and_the_retry_delivers_once(
+    setup: Setup, relay: Relay
+) -> None:
+    """Postfix answers the end of DATA with 451 (an end-of-data restriction, as a milter or a
+    full queue would): nothing was taken, the message waits and is handed off, once, on the
+    retry."""
+    client_access = relay.access.parent / "client_access"
+    client_access.write_text("127.0.0.1 451 4.3.0 queue file write error, try later\n")
+    relay.postfix.change(
+        f"smtpd_end_of_data_restrictions = check_client_access texthash:{client_access}"
+    )
+    message = await queue(setup, to=[ANN])
+    await setup.worker.deliver_due(NOW)
+
+    waiting = await stored(setup, message.id)
+    assert waiting.status == "queued"
+    assert "451 4.3.0" in (waiting.send_error or "") and "try later" in waiting.send_error, (
+        waiting.send_error
+    )
+    relay.postfix.change("smtpd_end_of_data_restrictions =")
+    assert await setup.worker.deliver_due(NOW + 30) == 1
+    relayed_to(relay, ANN)
+    assert (await stored(setup, message.id)).status == "sent"
+    assert [rcpts for _, rcpts, _ in relay.sink.received] == [[ANN]]
