@@ -11,6 +11,7 @@ import subprocess
 import time
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -56,10 +57,12 @@ async def test_a_caller_elsewhere_is_not_shown_where_the_database_is(
         ready = await client.get("/readyz", headers=elsewhere)
         local = await client.get("/api/health")
     assert (health.status_code, ready.status_code, local.status_code) == (503, 503, 503)
-    database = str(tmp_path)
-    assert database in local.json()["storage"]["detail"]
+    url = settings.database.url
+    # The database's place: the SQLite file's folder, or PostgreSQL's host and port.
+    where = str(tmp_path) if url.startswith("sqlite:") else urlsplit(url).netloc.rpartition("@")[2]
+    assert where in local.json()["storage"]["detail"]
     for answer in (health.text, ready.text):
-        assert database not in answer and "sqlite:" not in answer
+        assert where not in answer and "sqlite:" not in answer and "postgresql:" not in answer
     assert health.json()["storage"]["state"] == "down"
     assert "log" in health.json()["storage"]["detail"]
     assert ready.json()["status"] == "not_ready" and "log" in ready.json()["reason"]
