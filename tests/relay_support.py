@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -72,6 +73,27 @@ class Sink:
         """The return path and bytes of the copy the relay accepted for `recipient`."""
         (found,) = [(path, raw) for path, rcpts, raw in self.received if recipient in rcpts]
         return found
+
+
+class StallingRelay(Sink):
+    """A relay that holds each RCPT unanswered until `stalled` is set (a hand-off begun that
+    has not reached DATA); `rcpt_seen` is set at the first RCPT. Made with `holding=False` it
+    answers at once until a test clears `stalled`."""
+
+    def __init__(self, *, holding: bool = True) -> None:
+        super().__init__()
+        self.rcpt_seen = threading.Event()
+        self.stalled = threading.Event()
+        if not holding:
+            self.stalled.set()
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        self.rcpt_seen.set()
+        while not self.stalled.is_set():  # noqa: ASYNC110 (set from the test's thread)
+            await asyncio.sleep(0.05)
+        return await super().handle_RCPT(server, session, envelope, address, options)
 
 
 class ClockedSink(Sink):

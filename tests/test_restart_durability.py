@@ -23,7 +23,7 @@ import pytest
 
 from bench._gateway_process import AGENT, GatewayProcess
 from bench._quiet_dns import QuietDns
-from tests.relay_support import Sink, relay_on_loopback
+from tests.relay_support import Sink, StallingRelay, relay_on_loopback
 
 pytestmark = [pytest.mark.slow, pytest.mark.backend_independent]
 
@@ -213,21 +213,3 @@ def test_an_approval_notice_killed_in_its_hand_off_is_mailed_after_the_restart(
     assert recipients == ["owner@example.com"]
     assert b"held" in notice
     assert [message["subject"] for message in pending["messages"]] == ["held"]
-
-
-class StallingRelay(Sink):
-    """A relay that holds each RCPT unanswered until `stalled` is set (a hand-off begun that
-    has not reached DATA)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rcpt_seen = threading.Event()
-        self.stalled = threading.Event()
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, options: Any
-    ) -> str:
-        self.rcpt_seen.set()
-        while not self.stalled.is_set():  # noqa: ASYNC110 (set from the test's thread)
-            await asyncio.sleep(0.05)
-        return await super().handle_RCPT(server, session, envelope, address, options)

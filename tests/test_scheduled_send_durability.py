@@ -8,8 +8,6 @@ reached DATA when the process was killed reaches it once after the restart.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +20,7 @@ import pytest
 
 from bench._gateway_process import AGENT, GatewayProcess
 from bench._quiet_dns import QuietDns
-from tests.relay_support import Sink, relay_on_loopback
+from tests.relay_support import StallingRelay, relay_on_loopback
 from tests.test_restart_durability import started_with_relay
 
 pytestmark = [pytest.mark.slow, pytest.mark.backend_independent]
@@ -42,24 +40,13 @@ def quiet_dns() -> Iterator[str]:
         yield dns.address
 
 
-class TimedRelay(Sink):
+class TimedRelay(StallingRelay):
     """A relay noting when each message's end of DATA reached it; while `stalled` is clear it
     holds each RCPT unanswered (the hand-off has begun and not reached DATA)."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(holding=False)
         self.arrivals: list[float] = []
-        self.rcpt_seen = threading.Event()
-        self.stalled = threading.Event()
-        self.stalled.set()
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, options: Any
-    ) -> str:
-        self.rcpt_seen.set()
-        while not self.stalled.is_set():  # noqa: ASYNC110 (set from the test's thread)
-            await asyncio.sleep(0.05)
-        return await super().handle_RCPT(server, session, envelope, address, options)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.arrivals.append(time.time())
