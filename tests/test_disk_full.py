@@ -330,7 +330,7 @@ FAST_SECONDS = 1.5
 
 @pytest.mark.parametrize("begin", ["BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"])
 async def test_a_database_locked_by_another_process_fails_fast_shows_in_readyz_and_recovers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, begin: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, begin: str
 ) -> None:
     """Another program holds the write lock on the database (a sqlite3 shell left inside a
     transaction): the first write waits the busy timeout and fails; from then on writes fail
@@ -368,13 +368,17 @@ async def test_a_database_locked_by_another_process_fails_fast_shows_in_readyz_a
                     assert answer == "451 4.3.0"
                     assert took < FAST_SECONDS, f"451 came after {took:.1f} s"
                 started = time.monotonic()
-                made = await account.http.post(
-                    "/api/v1/agents", json={"slug": "other", "agent_mode": "local"}
-                )
+                with caplog.at_level(logging.ERROR, logger="e2a"):
+                    made = await account.http.post(
+                        "/api/v1/agents", json={"slug": "other", "agent_mode": "local"}
+                    )
                 assert time.monotonic() - started < FAST_SECONDS
                 assert made.status_code == 503, made.text
                 assert made.json()["error"]["code"] == "storage_unavailable"
                 assert made.headers["Retry-After"] == "5"
+                # the log's line names the request as a field of its own (a JSON log's key)
+                (logged,) = [r for r in caplog.records if r.getMessage().startswith("storage un")]
+                assert logged.__dict__["request_id"] == made.headers["X-Request-Id"]
 
                 started = time.monotonic()
                 ready = await account.http.get("/readyz")

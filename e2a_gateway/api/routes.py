@@ -78,7 +78,13 @@ def register_api(app: QuartTrio) -> None:
 
     @app.errorhandler(StorageUnavailable)
     async def on_storage_unavailable(exc: StorageUnavailable) -> Response:
-        log.error("storage unavailable (request %s): %s", current_request_id(), exc)
+        request_id = current_request_id()
+        log.error(
+            "storage unavailable (request %s): %s",
+            request_id,
+            exc,
+            extra={"request_id": request_id},
+        )
         return error_response(
             503,
             "storage_unavailable",
@@ -88,5 +94,10 @@ def register_api(app: QuartTrio) -> None:
 
     @app.errorhandler(Exception)
     async def on_unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error in request handler (request %s)", current_request_id())
+        request_id = current_request_id()
+        log.exception(
+            "unhandled error in request handler (request %s)",
+            request_id,
+            extra={"request_id": request_id},
+        )
         return error_response(500, "internal_error", "internal error; the gateway log has details")

@@ -103,14 +103,22 @@ async def _on_http_exception(exc: HTTPException) -> Response:
 
 @blueprint.errorhandler(StorageUnavailable)
 async def _on_storage_unavailable(exc: StorageUnavailable) -> Response:
-    log.error("storage unavailable (request %s): %s", current_request_id(), exc)
+    request_id = current_request_id()
+    log.error(
+        "storage unavailable (request %s): %s", request_id, exc, extra={"request_id": request_id}
+    )
     message = "the database is not answering; try again shortly"
     return error_answer(V1Error(503, "internal_error", message, None, {"Retry-After": "5"}))
 
 
 @blueprint.errorhandler(Exception)
 async def _on_unexpected(exc: Exception) -> Response:
-    log.exception("unhandled error in a /v1 request handler (request %s)", current_request_id())
+    request_id = current_request_id()
+    log.exception(
+        "unhandled error in a /v1 request handler (request %s)",
+        request_id,
+        extra={"request_id": request_id},
+    )
     message = "internal error; the gateway log has details"
     return error_answer(V1Error(500, "internal_error", message))
 
