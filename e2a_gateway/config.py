@@ -660,7 +660,14 @@ class OperatorSettings(Section):
 class MetricsSettings(Section):
     """The Prometheus endpoint."""
 
+    secret_keys = ("token",)
+
     enabled: bool = False
+    token: str | None = None
+    """The bearer token `GET /metrics` asks for (a scraper's `authorization` credentials).
+    Unset: the endpoint asks for none."""
+    token_file: OptionalPath = None
+    """A file holding `token`, instead of `token` itself."""
 
 
 class LogSettings(Section):

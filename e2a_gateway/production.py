@@ -191,6 +191,13 @@ def _refusals(settings: Settings) -> list[str]:
             f"worth (64 hex digits), e.g. the output of `{GENERATE_SECRET}`, or leave it unset "
             "to refuse GET /selftest"
         )
+    metrics_token = settings.metrics.token
+    weakness = secret_weakness(metrics_token) if metrics_token else None
+    if weakness is not None:
+        problems.append(
+            f"metrics.token: {weakness} — use {MIN_SECRET_BYTES} random bytes' worth (64 hex "
+            f"digits), e.g. the output of `{GENERATE_SECRET}`"
+        )
     relay = settings.outbound_smtp
     if relay.tls == "none" and (relay.username or relay.password):
         problems.append(

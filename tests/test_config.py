@@ -197,6 +197,7 @@ def test_a_refused_url_is_named_without_its_password(variable: str) -> None:
         ("[outbound_smtp]\npassword = 73190542\n", {}, "outbound_smtp.password"),
         ("[signing]\nhmac_secret = 73190542\n", {}, "signing.hmac_secret"),
         ("[operators]\nselftest_secret = 73190542\n", {}, "operators.selftest_secret"),
+        ("[metrics]\ntoken = 73190542\n", {}, "metrics.token"),
         ("", {"E2A_DATABASE_URL": "e2a:73190542@db.example.com/e2a"}, "database.url"),
     ],
 )
@@ -523,6 +524,7 @@ SECRET_FILE_CASES = [
     ("outbound_smtp", "password", "relay pass word"),
     ("signing", "hmac_secret", "9f" * 32),
     ("operators", "selftest_secret", "selftest-token-73190542"),
+    ("metrics", "token", "metrics-token-73190542"),
     ("database", "url", "sqlite:///./from-a-file.db"),
     ("database", "listen_url", "postgresql://e2a:73190542@db.example.com/e2a"),
 ]

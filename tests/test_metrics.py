@@ -185,6 +185,30 @@ async def test_metrics_are_off_unless_enabled(
     assert (head.status_code, head.headers["content-type"]) == (404, "application/json")
 
 
+async def test_a_metrics_token_is_asked_of_every_scrape(
+    running: RunningGateway, anonymous: httpx.AsyncClient
+) -> None:
+    running.gateway.settings.metrics.token = "scrape-" + "7f" * 16
+    refused = {
+        "none": await anonymous.get("/metrics"),
+        "wrong": await anonymous.get("/metrics", headers={"Authorization": "Bearer scrape-"}),
+        "basic": await anonymous.get("/metrics", auth=("prometheus", "scrape-" + "7f" * 16)),
+    }
+    for how, response in refused.items():
+        assert response.status_code == 401, how
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="e2a"', how
+        assert response.json()["error"] == {
+            "code": "unauthorized",
+            "message": "GET /metrics needs Authorization: Bearer <metrics.token>",
+        }, how
+        assert "e2a_" not in response.text, how
+    allowed = await anonymous.get(
+        "/metrics", headers={"Authorization": "Bearer scrape-" + "7f" * 16}
+    )
+    assert allowed.status_code == 200, allowed.text
+    assert value(samples_of(allowed.text), "e2a_storage_up") == 1.0
+
+
 async def test_health_reports_storage_down(
     running: RunningGateway, anonymous: httpx.AsyncClient
 ) -> None:

@@ -173,6 +173,14 @@ def test_a_weak_selftest_secret_is_refused_and_none_is_fine(tmp_path: Path) -> N
     check_production(production_settings(tmp_path))  # unset: GET /selftest is refused
 
 
+def test_a_weak_metrics_token_is_refused_and_none_is_fine(tmp_path: Path) -> None:
+    weak = production_settings(tmp_path, metrics={"enabled": True, "token": "change-me"})
+    assert refusal(weak).startswith("metrics.token: is shorter than 32 bytes")
+    assert "change-me" not in refusal(weak)
+    check_production(production_settings(tmp_path, metrics={"enabled": True, "token": GOOD_SECRET}))
+    check_production(production_settings(tmp_path, metrics={"enabled": True}))
+
+
 def test_a_relay_password_over_plain_smtp_is_refused(tmp_path: Path) -> None:
     relay = {"host": "smtp.e2a-prod.net", "username": "u", "password": "p", "tls": "none"}
     message = refusal(production_settings(tmp_path, outbound_smtp=relay))

@@ -12,6 +12,7 @@ import time
 from quart import Blueprint, Response, g, request
 from quart_trio import QuartTrio
 
+from e2a_gateway.api.operator_tokens import token_refusal
 from e2a_gateway.metrics import CONTENT_TYPE, UNMATCHED_ROUTE, QueueReading
 from e2a_gateway.operations.errors import NotFound
 from e2a_gateway.storage.base import StorageUnavailable
@@ -22,12 +23,18 @@ blueprint = Blueprint("observability", __name__)
 
 @blueprint.get("/metrics")
 async def metrics() -> Response:
-    """GET /metrics: every counter, histogram and gauge; the queues' depth and lag are read
+    """GET /metrics: every counter, histogram and gauge (with `metrics.token` set, only for a
+    request bearing it); the queues' depth and lag are read
     from storage now, and storage is up when it passes the health check's `ping` (a full disk
     answers reads, so the queues are shown, but it is down)."""
     gateway = current_gateway()
-    if not gateway.settings.metrics.enabled:
+    settings = gateway.settings.metrics
+    if not settings.enabled:
         raise NotFound("not_found", "metrics are off; set metrics.enabled = true to serve /metrics")
+    if settings.token:
+        refusal = token_refusal(settings.token, "GET /metrics", "metrics.token")
+        if refusal is not None:
+            return refusal
     now = time.time()
     queues: QueueReading | None
     try:

@@ -11,15 +11,14 @@ and they run side by side.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 
 import trio
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response
 
-from e2a_gateway.api.errors import error_response
+from e2a_gateway.api.operator_tokens import token_refusal
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.web.context import current_gateway
@@ -48,13 +47,9 @@ async def selftest() -> Response:
     gateway = current_gateway()
     secret = gateway.settings.operators.selftest_secret
     if secret:
-        if not _bearer_matches(request.headers.get("Authorization", ""), secret):
-            return error_response(
-                401,
-                "unauthorized",
-                "GET /selftest needs Authorization: Bearer <operators.selftest_secret>",
-                {"WWW-Authenticate": 'Bearer realm="e2a"'},
-            )
+        refusal = token_refusal(secret, "GET /selftest", "operators.selftest_secret")
+        if refusal is not None:
+            return refusal
     elif gateway.settings.is_production:
         reason = "selftest requires operators.selftest_secret (E2A_INTERNAL_API_SECRET)"
         body = json.dumps({"status": "not_ready", "reason": reason})
@@ -94,13 +89,6 @@ async def run_checks(gateway: Gateway) -> dict[str, tuple[str, str | None]]:
         for name, check in checks.items():
             nursery.start_soon(run, name, check)
     return {name: results[name] for name in checks}
-
-
-def _bearer_matches(authorization: str, secret: str) -> bool:
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(token.strip().encode(), secret.encode())
 
 
 async def _database_reachable(gateway: Gateway) -> None:
