@@ -102,6 +102,15 @@ or a network that died, a host that vanished) is ended; it may hold agents' mail
 a DATA whose commit's outcome is unknown waits for (`pipeline.COMMIT_SETTLE_SECONDS`, well
 above this) and the agents' other mail queues on."""
 
+LOCK_WAIT_SECONDS = 10.0
+"""How long a statement of the pool waits for a lock another session holds before it fails
+(`lock_timeout`; SQLite's writer waits as long, `sqlite.BUSY_TIMEOUT_SECONDS`): a session left
+inside a transaction that locked a table or rows the gateway needs (an operator's `psql`, a
+script) would otherwise hold every SMTP DATA and API call that needs them until their clients
+gave up, with no answer and nothing in the log. Mail then hears 451 and the API 503, and the
+log names what to look for (`_lock_waited`). The gateway's own transactions hold their locks
+for milliseconds; migrations wait as long as they must (`migrate`)."""
+
 
 _CONNECT_HINTS = (
     (re.compile(r"connection refused", re.I), "connection refused — is PostgreSQL running?"),
@@ -247,6 +256,8 @@ def _translate_errors(display_url: str) -> Iterator[None]:
         raise StorageUnavailable(_takes_no_writes(display_url, str(exc))) from exc
     except psycopg.errors.DiskFull as exc:
         raise DiskFull(_disk_full(display_url, exc)) from exc
+    except psycopg.errors.LockNotAvailable as exc:
+        raise StorageUnavailable(_lock_waited(display_url, exc)) from exc
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         raise StorageUnavailable(f"postgres ({display_url}): {exc}".strip()) from exc
 
@@ -257,12 +268,31 @@ class _Dropped(Exception):
     ran on it, and the work may run on another connection."""
 
 
-def _bound_idle(connection: Connection, *, local: bool) -> None:
+def _bound_waits(connection: Connection, *, local: bool) -> None:
     """Have the server end the session once a transaction sits idle for longer than
-    IDLE_IN_TRANSACTION_SECONDS: for the session, or (`local`) for the open transaction only."""
+    IDLE_IN_TRANSACTION_SECONDS, and fail a statement that waits for a lock for longer than
+    LOCK_WAIT_SECONDS: for the session, or (`local`) for the open transaction only."""
     connection.execute(
-        "SELECT set_config('idle_in_transaction_session_timeout', %s, %s)",
-        (f"{round(IDLE_IN_TRANSACTION_SECONDS * 1000)}ms", local),
+        "SELECT set_config('idle_in_transaction_session_timeout', %s, %s), "
+        "set_config('lock_timeout', %s, %s)",
+        (
+            f"{round(IDLE_IN_TRANSACTION_SECONDS * 1000)}ms",
+            local,
+            f"{round(LOCK_WAIT_SECONDS * 1000)}ms",
+            local,
+        ),
+    )
+
+
+def _lock_waited(display_url: str, refusal: Exception) -> str:
+    """What to tell the operator when a statement gave up waiting for a lock (SQLSTATE 55P03)
+    that another session holds."""
+    why = str(refusal).strip().splitlines()[0]
+    return (
+        f"postgres ({display_url}): another session holds a lock e2a needs ({why}) — end it "
+        "or its transaction: `SELECT pid, state, xact_start, query FROM pg_stat_activity WHERE "
+        "pid IN (SELECT unnest(pg_blocking_pids(pid)) FROM pg_stat_activity)` names it, "
+        "`SELECT pg_terminate_backend(pid)` ends it"
     )
 
 
@@ -272,12 +302,12 @@ def _transact(
     work: Callable[[Connection], T],
     reused: bool,
     *,
-    bound_idle: bool,
+    bound_waits: bool,
 ) -> T:
     """Run `work` in one transaction on `connection` (in a worker thread); _Dropped when the
-    `reused` connection turns out broken before the transaction began. `bound_idle`: set the
-    bound on idling in a transaction for this transaction (a round trip more), where the
-    session is a pooler's (`PostgresStorage._run`)."""
+    `reused` connection turns out broken before the transaction began. `bound_waits`: set the
+    bounds on idling in a transaction and on lock waits for this transaction (a round trip
+    more), where the session is a pooler's (`PostgresStorage._run`)."""
     with _translate_errors(display_url), ExitStack() as transaction:
         try:
             transaction.enter_context(connection.transaction())
@@ -285,8 +315,8 @@ def _transact(
             if reused and connection.broken:
                 raise _Dropped from exc
             raise
-        if bound_idle:
-            _bound_idle(connection, local=True)
+        if bound_waits:
+            _bound_waits(connection, local=True)
         return work(connection)
 
 
@@ -421,15 +451,16 @@ class PostgresStorage(SqlStorage):
 
     def _connect_to_pool(self) -> Connection:
         """A new connection for the pool (`_connect`), in a thread, whose transactions the
-        server ends once idle for IDLE_IN_TRANSACTION_SECONDS: set here for the session, one
-        round trip for the connection's life, or behind a pooler in transaction mode in each
-        write transaction (`_run`)."""
+        server ends once idle for IDLE_IN_TRANSACTION_SECONDS and whose statements wait for a
+        lock LOCK_WAIT_SECONDS at most (`_bound_waits`): set here for the session, one round
+        trip for the connection's life, or behind a pooler in transaction mode in each write
+        transaction (`_run`)."""
         connection = self._connect()
         if self.pooled:
             return connection
         try:
             with _translate_errors(self.display_url):
-                _bound_idle(connection, local=False)
+                _bound_waits(connection, local=False)
         except BaseException:
             connection.close()
             raise
@@ -538,16 +569,18 @@ class PostgresStorage(SqlStorage):
         connections the server dropped meanwhile (a restart of the database) are closed and
         passed over, so the work runs once, on a live one.
 
-        The server ends the transaction should it sit idle for IDLE_IN_TRANSACTION_SECONDS
-        (`_connect_to_pool`). Behind a pooler in transaction mode the session is the pooler's,
-        so that bound is set in each transaction that `writes` (and may hold locks that other
-        writes wait for), a round trip more; reads, the most frequent, go without it."""
+        The server ends the transaction should it sit idle for IDLE_IN_TRANSACTION_SECONDS,
+        and a statement that waits for a lock past LOCK_WAIT_SECONDS (`_connect_to_pool`).
+        Behind a pooler in transaction mode the session is the pooler's, so those bounds are
+        set in each transaction that `writes` (and may hold locks that other writes wait for),
+        a round trip more; reads, the most frequent, go without them (a read waits only for a
+        table another session locked whole)."""
         self._check_open()
-        bound_idle = self.pooled and writes
+        bound_waits = self.pooled and writes
         async with self._slots:
             connection, result = await self._started(
                 lambda connection, reused: _transact(
-                    connection, self.display_url, work, reused, bound_idle=bound_idle
+                    connection, self.display_url, work, reused, bound_waits=bound_waits
                 )
             )
             self._give_back(connection)
@@ -680,11 +713,15 @@ class PostgresStorage(SqlStorage):
 
         Replicas starting together queue on an advisory lock, so each step runs once. A
         migration that applied anything announces the new version to the running replicas
-        (`schema_payload`), delivered when it commits."""
+        (`schema_payload`), delivered when it commits. A step waits for the tables it alters
+        as long as it must (no LOCK_WAIT_SECONDS): what holds them is a running replica's
+        export or a session an operator can end, and a start that gave up would only be
+        tried again."""
         migrations = load_migrations("postgres")
 
         def apply_pending(db: Connection) -> list[int]:
             tx = Transaction(db, self.dialect, psycopg.IntegrityError)
+            tx.execute("SET LOCAL lock_timeout = 0")
             _take_migration_lock(tx)
             applied = applied_versions(tx)
             done: list[int] = []
