@@ -619,6 +619,33 @@ async def test_a_draft_approved_later_is_dated_when_it_was_approved(
     assert date == int(approved_at)
 
 
+async def test_a_scheduled_send_is_dated_at_its_scheduled_time(setup: Setup, sink: Sink) -> None:
+    """A send scheduled ahead goes out dated when it was let into the mail system, its
+    `send_at`, not when it was asked for: a receiver's mail client sorts by Date, and would
+    file a send scheduled for Monday under the Friday it was written. One approved before its
+    time is dated at that time too; one approved after it, at its approval."""
+    ahead = await queue(setup, scheduled_at=NOW + 3 * 86400 + 0.5)
+    assert await setup.worker.deliver_due(NOW + 3 * 86400 + 1) == 1
+    held = await queue(
+        setup, status="pending_approval", approval_expires_at=NOW + 7 * 86400,
+        scheduled_at=NOW + 2 * 3600,
+    )  # fmt: skip
+    await setup.gateway.storage.review_outbound(None, held.id, True, None, None, NOW + 3600)
+    late = await queue(
+        setup, status="pending_approval", approval_expires_at=NOW + 7 * 86400,
+        scheduled_at=NOW + 3600,
+    )  # fmt: skip
+    await setup.gateway.storage.review_outbound(None, late.id, True, None, None, NOW + 5 * 3600)
+    assert await setup.worker.deliver_due(NOW + 5 * 3600) == 2
+    dates = {
+        parsed(raw)["Message-ID"]: email.utils.parsedate_to_datetime(parsed(raw)["Date"])
+        for _, _, raw in sink.received
+    }
+    assert dates[ahead.email_message_id].timestamp() == int(NOW + 3 * 86400)
+    assert dates[held.email_message_id].timestamp() == int(NOW + 2 * 3600)
+    assert dates[late.email_message_id].timestamp() == int(NOW + 5 * 3600)
+
+
 async def test_without_a_relay_remote_recipients_fail_clearly(tmp_path: Path) -> None:
     async with open_setup(relay_settings(tmp_path, None)) as setup:
         message = await queue(setup)

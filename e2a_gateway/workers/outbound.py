@@ -234,11 +234,16 @@ def settle(
 
 def dated(message: OutboundMessage) -> float:
     """The `Date:` of `message`: when it was let into the mail system — its approval (by a
-    reviewer or by expiry) for a draft that waited for one, else its creation. The same on
-    every attempt, so a retry sends the same bytes."""
-    if message.reviewed_at is not None:
-        return parse_timestamp(message.reviewed_at).timestamp()
-    return message.created_epoch
+    reviewer or by expiry) for a draft that waited for one, else its creation, or its
+    `scheduled_at` when that comes later (a receiver's client sorts by Date: a send scheduled
+    for Monday is not filed under the Friday it was written). The same on every attempt, so a
+    retry sends the same bytes."""
+    released = (
+        parse_timestamp(message.reviewed_at).timestamp()
+        if message.reviewed_at is not None
+        else message.created_epoch
+    )
+    return max(released, message.scheduled_at or released)
 
 
 def relay_bounces(results: Mapping[str, str]) -> list[BouncedRecipient]:
