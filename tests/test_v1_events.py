@@ -553,3 +553,18 @@ async def test_a_filter_time_that_is_no_rfc_3339_time_is_invalid_filter(
     error = answer.json()["error"]
     assert error["code"] == "invalid_filter", error
     assert next(iter(params)) in error["message"]
+
+
+async def test_an_offset_whose_plus_the_query_string_turned_into_a_space_is_explained(
+    alice: Account,
+) -> None:
+    """`?since=2026-01-01T12:00:00+02:00` typed into a URL as it is reads `+` as a space: the
+    answer says so, and how to write it (`%2B`), not only that an offset is wanted — the
+    caller gave one. Written `%2B`, the same time is taken."""
+    answer = await alice.http.get("/v1/events?since=2026-01-01T12:00:00+02:00")
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_filter", error
+    assert "since" in error["message"] and "%2B" in error["message"], error
+    taken = await alice.http.get("/v1/events?since=2026-01-01T12:00:00%2B02:00")
+    assert taken.status_code == 200, taken.text

@@ -137,17 +137,25 @@ def time_window(since: str | None, until: str | None) -> tuple[str | None, str |
     return instant("since", since), instant("until", until)
 
 
+_PLUS_AS_SPACE = re.compile(r".+ [0-9]{2}:[0-9]{2}")
+"""A time whose offset's `+` was decoded as a space (`2026-01-31T12:00:00 02:00`)."""
+
+
 def filter_time(name: str, text: str | None, code: str = "invalid_request") -> datetime | None:
     """The time a listing filter `name` gives (None when absent or empty): an RFC 3339 time
-    with its UTC offset, Invalid (`code`) naming `name` otherwise."""
+    with its UTC offset, Invalid (`code`) naming `name` otherwise — saying, for an offset whose
+    `+` a query string written by hand turned into a space, how to write it."""
     if text is None or text == "":
         return None
     try:
         return parse_timestamp(text)
     except ValueError:
+        hint = ""
+        if _PLUS_AS_SPACE.fullmatch(text):
+            hint = " (a + in a URL's query string is read as a space: write it as %2B)"
         raise Invalid(
             code,
-            f"{name} must be an RFC 3339 time with a UTC offset, e.g. 2026-01-31T12:00:00Z",
+            f"{name} must be an RFC 3339 time with a UTC offset, e.g. 2026-01-31T12:00:00Z" + hint,
         ) from None
 
 
