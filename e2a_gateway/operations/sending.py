@@ -72,6 +72,7 @@ from e2a_gateway.rate_windows import RateLimit
 from e2a_gateway.rfc5322 import address_list
 from e2a_gateway.storage.base import (
     Agent,
+    AgentGone,
     InboundMessage,
     OutboundMessage,
     OutboundStatus,
@@ -366,7 +367,8 @@ def _send_refusal(
 async def _store(gateway: Gateway, message: OutboundMessage) -> None:
     """Store the new message, settling the request's Idempotency-Key claim, and count it
     against the agent's send limit and its conversation's in the same commit; RateLimited,
-    storing nothing and counting nothing, when either is full."""
+    storing nothing and counting nothing, when either is full; NotFound when the agent was
+    deleted or moved to the trash meanwhile."""
     limits = [_send_limit(gateway, message)]
     if (conversation := conversation_of(message)) is not None:
         limits.append(_conversation_limit(gateway, message, conversation))
@@ -377,6 +379,8 @@ async def _store(gateway: Gateway, message: OutboundMessage) -> None:
     except RateFull as full:
         limit = next((limit for limit in limits if limit.key == full.key), limits[0])
         raise _send_refusal(limit, message, full.room_at, time.time()) from None
+    except AgentGone:  # deleted or trashed while the request ran, as if just before it
+        raise NotFound.of("agent") from None
 
 
 async def _refuse_suppressed(gateway: Gateway, agent: Agent, recipients: list[str]) -> None:

@@ -85,6 +85,11 @@ class RateFull(StorageError):
         return type(self), (self.room_at, self.key)
 
 
+class AgentGone(StorageError):
+    """Refused because the agent the write was for was deleted, or moved to the trash,
+    while the request ran: nothing was written."""
+
+
 class ClaimLost(StorageError):
     """Refused because the Idempotency-Key claim the write was to settle is no longer held
     (its request ran so long that a retry took the key over): nothing was written."""

@@ -29,6 +29,7 @@ from e2a_gateway.rate_windows import RateLimit
 from e2a_gateway.storage.base import (
     OUTBOUND_LIST_LIMIT,
     PAST_DEADLINE,
+    AgentGone,
     AgentInTrash,
     BouncedRecipient,
     HeldKey,
@@ -629,10 +630,19 @@ class OutboundSql(Runner):
         """Insert an outbound message, and in the same commit its send job (queued) or its
         approval-notice job (pending approval) and its record on the Idempotency-Key claim
         `settles`; under the agent's mail lock, so it commits in its place in the agent's
-        mail; counted against `send_limits` in the same commit (RateFull when one is full)."""
+        mail; counted against `send_limits` in the same commit (RateFull when one is full).
+        AgentGone when the agent was deleted or trashed since the request found it (it is kept
+        from deletion until the commit, as storing inbound mail keeps it)."""
 
         def insert(tx: Transaction) -> None:
             lock_agents_mail(tx, [message.agent_email])
+            sender = tx.first(
+                "SELECT deleted_at FROM agents WHERE user_id = ? AND email = ?"
+                f"{tx.dialect.for_key_share()}",
+                (message.user_id, message.agent_email),
+            )
+            if sender is None or sender[0] is not None:
+                raise AgentGone(message.agent_email)
             if send_limits:
                 _refuse_when_full(tx, send_limits, message.created_epoch)
             tx.execute(
