@@ -63,6 +63,13 @@ def _trusted(address: str, networks: Sequence[IpNetwork]) -> bool:
     return any(ip in network for network in networks)
 
 
+def is_loopback(address: str) -> bool:
+    """Whether `address` is this machine's loopback (`127.0.0.1`, `::1`, also as a dual-stack
+    listener sees the IPv4 one: `::ffff:127.0.0.1`); False for anything that is no address."""
+    canonical = _address(address)
+    return canonical is not None and ipaddress.ip_address(canonical).is_loopback
+
+
 def is_trusted_proxy(peer: str, trusted: Sequence[IpNetwork]) -> bool:
     """Whether the connection's peer address `peer` is one of the `trusted` proxies."""
     address = _address(peer)

@@ -57,15 +57,70 @@ async def test_a_caller_elsewhere_is_not_shown_where_the_database_is(
         ready = await client.get("/readyz", headers=elsewhere)
         local = await client.get("/api/health")
     assert (health.status_code, ready.status_code, local.status_code) == (503, 503, 503)
-    url = settings.database.url
-    # The database's place: the SQLite file's folder, or PostgreSQL's host and port.
-    where = str(tmp_path) if url.startswith("sqlite:") else urlsplit(url).netloc.rpartition("@")[2]
+    where = database_place(tmp_path, settings.database.url)
     assert where in local.json()["storage"]["detail"]
     for answer in (health.text, ready.text):
         assert where not in answer and "sqlite:" not in answer and "postgresql:" not in answer
     assert health.json()["storage"]["state"] == "down"
     assert "log" in health.json()["storage"]["detail"]
     assert ready.json()["status"] == "not_ready" and "log" in ready.json()["reason"]
+
+
+def database_place(tmp_path: Path, url: str) -> str:
+    """Where the database is, as a storage failure names it: the SQLite file's folder, or
+    PostgreSQL's host and port."""
+    return str(tmp_path) if url.startswith("sqlite:") else urlsplit(url).netloc.rpartition("@")[2]
+
+
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        {"X-Forwarded-For": "203.0.113.9"},
+        {"X-Forwarded-For": "127.0.0.1"},
+        {"Forwarded": "for=203.0.113.9;proto=https"},
+        {"Forwarded": 'for="[2001:db8::9]:4711"'},
+        {"X-Real-IP": "203.0.113.9"},
+    ],
+)
+async def test_a_proxy_not_listed_on_this_machine_does_not_pass_the_reason_on(
+    tmp_path: Path, nursery: trio.Nursery, forwarded: dict[str, str]
+) -> None:
+    """The deployment docs/deploy.md describes: `http.listen` on 127.0.0.1 behind a reverse
+    proxy on the same host, `http.trusted_proxies` not set. Every request then comes from the
+    loopback, but one the proxy forwards says so in its headers: its client is elsewhere and
+    must not learn where the database is (nor can it claim the loopback in a header)."""
+    settings = make_settings(tmp_path)
+    running: RunningGateway = await nursery.start(
+        partial(run_gateway, settings, resolver=FixtureResolver())
+    )
+    await running.gateway.storage.close()
+    where = database_place(tmp_path, settings.database.url)
+    async with httpx.AsyncClient(base_url=running.addresses.http_url) as client:
+        health = await client.get("/api/health", headers=forwarded)
+        ready = await client.get("/readyz", headers=forwarded)
+        local = await client.get("/api/health")
+    assert (health.status_code, ready.status_code, local.status_code) == (503, 503, 503)
+    assert where in local.json()["storage"]["detail"]
+    for answer in (health.text, ready.text):
+        assert where not in answer and "sqlite:" not in answer and "postgresql:" not in answer
+    assert "log" in health.json()["storage"]["detail"]
+
+
+async def test_a_dual_stack_listener_shows_the_reason_to_this_machine(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """Listening on `[::]`, an operator's `curl http://127.0.0.1:…` arrives from
+    `::ffff:127.0.0.1`: that is this machine's loopback, and it is told the whole reason."""
+    settings = make_settings(tmp_path, http={"listen": "[::]:0"})
+    running: RunningGateway = await nursery.start(
+        partial(run_gateway, settings, resolver=FixtureResolver())
+    )
+    await running.gateway.storage.close()
+    url = f"http://127.0.0.1:{running.addresses.http_port}"
+    async with httpx.AsyncClient(base_url=url) as client:
+        local = await client.get("/api/health")
+    assert local.status_code == 503
+    assert database_place(tmp_path, settings.database.url) in local.json()["storage"]["detail"]
 
 
 def readiness(url: str) -> tuple[int, dict[str, str]]:

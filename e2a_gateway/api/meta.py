@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 import trio
 from quart import Blueprint, current_app, request
 
+from e2a_gateway.api.proxies import forwarded_by_a_proxy
+from e2a_gateway.networks import is_loopback
 from e2a_gateway.storage import POSTGRES_SCHEMES
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.web.context import current_gateway
@@ -25,11 +26,13 @@ WITHHELD = (
 def _storage_failure(exc: StorageUnavailable) -> str:
     """Why storage failed, as the caller may see it: whole for a request from this machine (an
     operator's curl, a probe on the host), else WITHHELD. The probes answer anyone, and the
-    reason names the database's host, port, user and name, or the SQLite file's path."""
-    try:
-        local = ipaddress.ip_address(request.remote_addr or "").is_loopback
-    except ValueError:
-        local = False
+    reason names the database's host, port, user and name, or the SQLite file's path.
+
+    A request a reverse proxy forwarded is from elsewhere even when that proxy runs on this
+    machine and is not in `http.trusted_proxies` (the deployment docs/deploy.md describes):
+    its connection comes from the loopback, but its headers name the proxy's client."""
+    forwarded = forwarded_by_a_proxy(request.headers.keys())
+    local = is_loopback(request.remote_addr or "") and not forwarded
     return str(exc) if local else WITHHELD
 
 

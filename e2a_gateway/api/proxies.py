@@ -17,6 +17,9 @@ from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallabl
 
 from e2a_gateway.networks import IpNetwork, client_address, is_trusted_proxy
 
+_FORWARDING_HEADERS = frozenset({"x-forwarded-for", "forwarded", "x-real-ip", "via"})
+"""Header fields a reverse proxy adds to the requests it forwards, naming its client or itself."""
+
 _SECURE_SCHEMES = {"http": "https", "websocket": "wss"}
 """The scope's scheme, by scope type, for a request a trusted proxy received over TLS."""
 
@@ -58,3 +61,10 @@ def _says_https(headers: Iterable[tuple[bytes, bytes]]) -> bool:
         for entry in value.decode("latin-1").split(",")
     ]
     return bool(values) and values[-1] == "https"
+
+
+def forwarded_by_a_proxy(header_names: Iterable[str]) -> bool:
+    """Whether a request with header fields named `header_names` says a proxy forwarded it
+    (`X-Forwarded-For`, `Forwarded`, `X-Real-IP` or `Via`): its client is then elsewhere,
+    whatever the peer of the connection is, listed in `http.trusted_proxies` or not."""
+    return any(name.lower() in _FORWARDING_HEADERS for name in header_names)
