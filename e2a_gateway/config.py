@@ -250,15 +250,25 @@ def dkim_selector(value: str) -> str:
 
 def proxy_networks(entries: list[str]) -> list[IpNetwork]:
     """The networks of `http.trusted_proxies` entries (an address or a CIDR block each); raise
-    ValueError naming an entry that is neither."""
+    ValueError naming an entry that is neither. An IPv4 network written in IPv6
+    (`::ffff:10.0.0.5`, as a dual-stack listener names an IPv4 peer) is the IPv4 one, since
+    peers are compared as IPv4 addresses (`networks.client_address`)."""
     networks: list[IpNetwork] = []
     for entry in entries:
         try:
-            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            network = ipaddress.ip_network(entry.strip(), strict=False)
         except ValueError:
             raise ValueError(
                 f"{entry!r} is not an IP address or CIDR block (e.g. 10.0.0.1 or 10.0.0.0/8)"
             ) from None
+        mapped = network.network_address
+        if (
+            isinstance(mapped, ipaddress.IPv6Address)
+            and mapped.ipv4_mapped is not None
+            and network.prefixlen >= 96
+        ):
+            network = ipaddress.IPv4Network((mapped.ipv4_mapped, network.prefixlen - 96))
+        networks.append(network)
     return networks
 
 

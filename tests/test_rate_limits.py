@@ -214,6 +214,20 @@ def test_client_address_walks_back_through_trusted_proxies_only(
     assert client_address(peer, forwarded, trusted) == client
 
 
+@pytest.mark.parametrize("listed", ["::ffff:10.0.0.2", "::ffff:10.0.0.0/104", "::FFFF:A00:2"])
+@pytest.mark.parametrize("peer", ["10.0.0.2", "::ffff:10.0.0.2"])
+def test_a_proxy_listed_as_a_dual_stack_listener_names_it_is_trusted(
+    listed: str, peer: str
+) -> None:
+    """A dual-stack listener sees (and logs) an IPv4 proxy as `::ffff:a.b.c.d`; listed in that
+    form, the proxy is the IPv4 one it maps, trusted whichever way its connection comes."""
+    trusted = proxy_networks([listed])
+    assert client_address(peer, ["198.51.100.7"], trusted) == "198.51.100.7"
+    assert client_address("::ffff:10.0.1.2", ["198.51.100.7"], trusted) == (
+        "198.51.100.7" if listed.endswith("/104") else "10.0.1.2"
+    )
+
+
 async def test_refused_by_both_limits_waits_for_the_later_to_free(tmp_path: Path) -> None:
     """A registration both limits refuse is told to wait until both have room: the account's
     oldest registration came from another address, so its own window frees first."""
