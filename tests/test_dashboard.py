@@ -1503,10 +1503,10 @@ async def test_every_dashboard_answer_carries_the_security_headers(
         assert_guarded(response)
     assert (await client.get("/signout")).headers["allow"]  # still says which methods do
 
-    def broken(*args: object) -> object:
+    def broken(*args: object, **kwargs: object) -> object:
         raise RuntimeError("a bug in the agent list")
 
-    monkeypatch.setattr("e2a_gateway.dashboard.agents.list_agents", broken)
+    monkeypatch.setattr("e2a_gateway.dashboard.agents.agent_page", broken)
     with caplog.at_level(logging.ERROR, logger="e2a"):
         crashed = await client.get("/agents")
     assert crashed.status_code == 500

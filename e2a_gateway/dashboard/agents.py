@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,11 +15,12 @@ from e2a_gateway.dashboard.live import inbox_events
 from e2a_gateway.dashboard.site import PAGE_HEADERS, blueprint, done, form_body, page, see_other
 from e2a_gateway.operations import messages
 from e2a_gateway.operations.agents import (
+    AgentEntry,
     CreateAgent,
     UpdateAgent,
+    agent_page,
     change_agent,
     get_agent,
-    list_agents,
     owned_agent,
     register_agent,
     remove_agent,
@@ -31,6 +35,8 @@ from e2a_gateway.web.json_bodies import bounded_int
 from e2a_gateway.web.views import agent_view, message_full_view, message_summary_view
 
 INBOX_PAGE_SIZE = 50
+AGENTS_PAGE_SIZE = 100
+"""Agents on one page of the agent list."""
 INBOX_FILTERS: dict[str, StatusFilter] = {"all": "all", "unread": "unread", "read": "read"}
 LIVE_FILTERS: dict[str, StatusFilter] = {"all": "all", "unread": "unread"}
 
@@ -42,15 +48,45 @@ async def home(session: Session) -> Response:
     return see_other(url_for("dashboard.agents"))
 
 
+def _agents_position(token: str) -> tuple[str, str]:
+    """The position (created_at, address) an agent list's `page` token names; Invalid when it
+    names none."""
+    try:
+        created_at, email = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if isinstance(created_at, str) and isinstance(email, str):
+            return created_at, email
+    except (ValueError, TypeError, binascii.Error):
+        pass
+    raise Invalid("invalid_request", "invalid page token; start again from the first page")
+
+
+def _agents_token(entry: AgentEntry) -> str:
+    """The `page` token of the agent list's page after `entry`."""
+    position = json.dumps([entry.agent.created_at, entry.agent.email]).encode()
+    return base64.urlsafe_b64encode(position).decode().rstrip("=")
+
+
 async def _agents_page(session: Session, status: int = 200, error: str | None = None) -> Response:
+    """A page of AGENTS_PAGE_SIZE agents, newest first, after the one the `page` token names;
+    only that page is read."""
+    session.caller.require_account("list the account's agents")
     gateway = current_gateway()
-    entries = await list_agents(gateway, session.caller)
+    token = request.args.get("page")
+    found = await agent_page(
+        gateway,
+        session.caller,
+        AGENTS_PAGE_SIZE + 1,
+        _agents_position(token) if token else None,
+        trashed=False,
+    )
+    shown = found[:AGENTS_PAGE_SIZE]
     return await page(
         "agents.html",
         session,
         status=status,
         error=error,
-        agents=[agent_view(entry) for entry in entries],
+        agents=[agent_view(entry) for entry in shown],
+        next_page=_agents_token(shown[-1]) if len(found) > AGENTS_PAGE_SIZE else None,
         shared_domain=gateway.settings.shared_domain,
         form=await request.form if request.method == "POST" else {},
     )
@@ -59,7 +95,7 @@ async def _agents_page(session: Session, status: int = 200, error: str | None = 
 @blueprint.get("/agents")
 @requires_session
 async def agents(session: Session) -> Response:
-    """Every agent of the user, and the form to create one."""
+    """A page of the user's agents, newest first, and the form to create one."""
     return await _agents_page(session)
 
 

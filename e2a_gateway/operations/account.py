@@ -32,10 +32,10 @@ room, as it would against e2a run by its operator without a plan."""
 async def account_usage(gateway: Gateway, caller: Caller) -> dict[str, int]:
     """What the caller's whole account uses (whatever the key's scope, as e2a counts it): its
     agents in service and its domains. Messages and storage are not metered here (0)."""
-    agents = await gateway.storage.list_agents(caller.user_id)
+    agents = await gateway.storage.agents_per_domain(caller.user_id, with_trash=False)
     owned_domains = await gateway.storage.list_domains(caller.user_id)
     return {
-        "agents": len(agents),
+        "agents": sum(agents.values()),
         "domains": len(owned_domains),
         "messages_month": 0,
         "storage_bytes": 0,

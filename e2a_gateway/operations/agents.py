@@ -90,26 +90,44 @@ async def owned_agent(gateway: Gateway, caller: Caller, raw_email: str) -> Agent
 
 async def _entry(gateway: Gateway, agent: Agent) -> AgentEntry:
     """`agent` with its domain's verification state (the shared domain counts as verified)."""
-    if gateway.is_shared_domain(agent.domain):
-        return AgentEntry(agent, True)
-    domain = await gateway.storage.get_domain(agent.user_id, agent.domain)
-    return AgentEntry(agent, domain is not None and domain.verified)
+    return (await _entries(gateway, [agent]))[0]
+
+
+async def _entries(gateway: Gateway, agents: list[Agent]) -> list[AgentEntry]:
+    """`agents` (all of one user) with their domains' verification states, read in one query
+    whatever their number (the shared domain counts as verified)."""
+    owned = {agent.domain for agent in agents if not gateway.is_shared_domain(agent.domain)}
+    verified = (
+        await gateway.storage.verified_among(agents[0].user_id, owned) if owned else set[str]()
+    )
+    return [
+        AgentEntry(agent, gateway.is_shared_domain(agent.domain) or agent.domain in verified)
+        for agent in agents
+    ]
 
 
 async def owned_agents(gateway: Gateway, caller: Caller) -> list[Agent]:
     """Every agent the caller may act as, as stored: all of the account's, or the one agent an
     agent key is bound to."""
-    agents = await gateway.storage.list_agents(caller.user_id)
     if caller.scope == "account":
-        return agents
-    return [agent for agent in agents if agent.id == caller.agent_id]
+        return await gateway.storage.list_agents(caller.user_id)
+    return await _bound_agent(gateway, caller, trashed=False)
+
+
+async def _bound_agent(gateway: Gateway, caller: Caller, *, trashed: bool) -> list[Agent]:
+    """The agent an agent key is bound to, in service (or, `trashed`, in the trash), as a
+    list of one; none when it is not there."""
+    if caller.agent_email is None:
+        return []
+    agent = await gateway.storage.get_agent(caller.user_id, caller.agent_email, trashed=trashed)
+    return [agent] if agent is not None and agent.id == caller.agent_id else []
 
 
 async def list_agents(gateway: Gateway, caller: Caller) -> list[AgentEntry]:
     """Every agent of the caller's account, with its domain's verification state (account
     keys only)."""
     caller.require_account("list the account's agents")
-    return [await _entry(gateway, agent) for agent in await owned_agents(gateway, caller)]
+    return await _entries(gateway, await owned_agents(gateway, caller))
 
 
 async def get_agent(gateway: Gateway, caller: Caller, email: str) -> AgentEntry:
@@ -243,13 +261,26 @@ async def remove_agent(gateway: Gateway, caller: Caller, email: str) -> int:
     return messages
 
 
-async def agent_entries(gateway: Gateway, caller: Caller, *, trashed: bool) -> list[AgentEntry]:
-    """The agents the caller may see, in service (or, `trashed`, in the trash), oldest first:
-    every one of the account's, or only the agent an agent key is bound to."""
-    agents = await gateway.storage.list_agents(caller.user_id, trashed=trashed)
-    if caller.scope != "account":
-        agents = [agent for agent in agents if agent.id == caller.agent_id]
-    return [await _entry(gateway, agent) for agent in agents]
+async def agent_page(
+    gateway: Gateway,
+    caller: Caller,
+    limit: int,
+    after: tuple[str, str] | None,
+    *,
+    trashed: bool,
+) -> list[AgentEntry]:
+    """Up to `limit` of the agents the caller may see, in service (or, `trashed`, in the
+    trash), newest first by (created_at, email), after `after`: the account's, or only the
+    agent an agent key is bound to. Reads only that page, however many agents there are."""
+    if caller.scope == "account":
+        agents = await gateway.storage.agent_page(caller.user_id, limit, after, trashed=trashed)
+    else:
+        agents = [
+            agent
+            for agent in await _bound_agent(gateway, caller, trashed=trashed)
+            if after is None or (agent.created_at, agent.email) < after
+        ][:limit]
+    return await _entries(gateway, agents)
 
 
 async def trash_agent(gateway: Gateway, caller: Caller, email: str) -> Agent:

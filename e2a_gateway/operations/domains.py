@@ -160,11 +160,7 @@ async def get_domain(gateway: Gateway, caller: Caller, name: str) -> Domain:
 async def agents_on_domain(gateway: Gateway, caller: Caller) -> dict[str, int]:
     """How many of the caller's agents (in service or in the trash) each domain holds."""
     caller.require_account("manage domains")
-    counts: dict[str, int] = {}
-    for trashed in (False, True):
-        for agent in await gateway.storage.list_agents(caller.user_id, trashed=trashed):
-            counts[agent.domain] = counts.get(agent.domain, 0) + 1
-    return counts
+    return await gateway.storage.agents_per_domain(caller.user_id, with_trash=True)
 
 
 async def remove_domain(gateway: Gateway, caller: Caller, name: str) -> None:

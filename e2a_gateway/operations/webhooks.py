@@ -236,12 +236,10 @@ def _check_labels(labels: list[str]) -> None:
 
 
 async def _check_agents_owned(gateway: Gateway, caller: Caller, agent_emails: list[str]) -> None:
-    """Every agent named is one of the caller's."""
-    if not agent_emails:
-        return
-    owned = {agent.email for agent in await gateway.storage.list_agents(caller.user_id)}
+    """Every agent named (at most MAX_FILTER_ITEMS) is one of the caller's in service, each
+    looked up by its address: the account's other agents are never read."""
     for address in agent_emails:
-        if _address(address) not in owned:
+        if await gateway.storage.get_agent(caller.user_id, _address(address)) is None:
             raise Invalid(
                 "invalid_request",
                 f"filters.agent_emails references an agent you don't own: {_quoted(address)}",

@@ -8,7 +8,7 @@ check. SQL lives in `e2a_gateway.storage.sql` only.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
@@ -1167,6 +1167,10 @@ class Directory(Protocol):
         """One of the user's domains, or None."""
         ...
 
+    async def verified_among(self, user_id: str, domains: Collection[str]) -> set[str]:
+        """Which of `domains` the user holds verified (one query, however many are asked)."""
+        ...
+
     async def mark_domain_verified(self, user_id: str, domain: str, now: str) -> Domain | None:
         """Mark the user's domain verified; AlreadyExists if another user verified it first."""
         ...
@@ -1192,6 +1196,18 @@ class Directory(Protocol):
 
     async def list_agents(self, user_id: str, *, trashed: bool = False) -> list[Agent]:
         """The user's agents in service (or, `trashed`, those in the trash), oldest first."""
+        ...
+
+    async def agent_page(
+        self, user_id: str, limit: int, after: tuple[str, str] | None, *, trashed: bool = False
+    ) -> list[Agent]:
+        """Up to `limit` of the user's agents in service (or, `trashed`, in the trash), newest
+        first by (created_at, email), after the position `after` when given."""
+        ...
+
+    async def agents_per_domain(self, user_id: str, *, with_trash: bool) -> dict[str, int]:
+        """How many of the user's agents in service (and, `with_trash`, in the trash) each
+        domain holds, counted in the database; domains holding none are left out."""
         ...
 
     async def get_agent(self, user_id: str, email: str, *, trashed: bool = False) -> Agent | None:

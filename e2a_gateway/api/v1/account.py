@@ -4,6 +4,7 @@ delete with `?confirm=DELETE`), and its API keys (account or agent scope)."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, Literal
@@ -182,6 +183,7 @@ def export_view(
     domain_rows = head["domains"]
     verified = {row["domain"] for row in domain_rows if row["verified"]} | {shared_domain}
     agent_rows = head["agents"]
+    per_domain = Counter(row["domain"] for row in agent_rows)
     return {
         **head,
         "schema_version": EXPORT_SCHEMA_VERSION,
@@ -205,7 +207,7 @@ def export_view(
                 created_at=row["created_at"],
                 verified_at=row["verified_at"],
                 primary=False,
-                agent_count=sum(1 for agent in agent_rows if agent["domain"] == row["domain"]),
+                agent_count=per_domain[row["domain"]],
                 sending_status="none",
             )
             for row in domain_rows

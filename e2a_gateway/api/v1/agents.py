@@ -81,12 +81,10 @@ async def list_agents(caller: Caller) -> dict[str, Any]:
 async def agent_listing(gateway: Gateway, caller: Caller, query: AgentsQuery) -> dict[str, Any]:
     """One page of the caller's agents, or of its trash (listAgents' answer), for `/v1` and
     the MCP tools alike."""
-    entries = await agents.agent_entries(gateway, caller, trashed=query.deleted)
-    newest_first = sorted(entries, key=_position, reverse=True)
 
     async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[AgentEntry]:
-        rows = [entry for entry in newest_first if after is None or _position(entry) < after]
-        return rows[:limit]
+        position = (str(after[0]), str(after[1])) if after else None
+        return await agents.agent_page(gateway, caller, limit, position, trashed=query.deleted)
 
     view = "agents:trash" if query.deleted else "agents"
     return await keyset_page(view, query, fetch, _position, agent_view, gateway)

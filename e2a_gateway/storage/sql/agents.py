@@ -23,6 +23,7 @@ from e2a_gateway.storage.base import (
 from e2a_gateway.storage.rows import AGENT_COLUMNS, agent_assignments, agent_params, decode_agent
 from e2a_gateway.storage.sql.erasure import announce_erased_mail
 from e2a_gateway.storage.sql.jobs import add_job
+from e2a_gateway.storage.sql.keyset import Position, after_newest_first
 from e2a_gateway.storage.sql.outbound import cancel_sends_in, rearm_scheduled
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
@@ -152,6 +153,34 @@ class AgentsSql(Runner):
             )
         )
         return [decode_agent(row) for row in rows]
+
+    async def agent_page(
+        self, user_id: str, limit: int, after: Position | None, *, trashed: bool = False
+    ) -> list[Agent]:
+        """Up to `limit` of the user's agents in service (or, `trashed`, in the trash), newest
+        first by (created_at, email), after `after`."""
+        position, params = after_newest_first(after, "created_at", "email")
+        rows = await self._read(
+            lambda tx: tx.all(
+                f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? AND {_in_trash(trashed)} "
+                f"{position} ORDER BY created_at DESC, email DESC LIMIT ?",
+                (user_id, *params, limit),
+            )
+        )
+        return [decode_agent(row) for row in rows]
+
+    async def agents_per_domain(self, user_id: str, *, with_trash: bool) -> dict[str, int]:
+        """How many of the user's agents in service (and, `with_trash`, in the trash) each
+        domain holds; domains holding none are left out."""
+        in_service = "" if with_trash else f"AND {_in_trash(False)} "
+        rows = await self._read(
+            lambda tx: tx.all(
+                f"SELECT domain, COUNT(*) FROM agents WHERE user_id = ? {in_service}"
+                "GROUP BY domain",
+                (user_id,),
+            )
+        )
+        return {domain: int(count) for domain, count in rows}
 
     async def get_agent(self, user_id: str, email: str, *, trashed: bool = False) -> Agent | None:
         """One of the user's agents in service (or, `trashed`, in the trash). Asked by every

@@ -7,6 +7,7 @@ one name take turns under a lock on it, so the check before each write holds unt
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from e2a_gateway.storage.base import AlreadyExists, Domain, InUse
@@ -59,6 +60,21 @@ class DomainsSql(Runner):
             )
         )
         return [decode_domain(row) for row in rows]
+
+    async def verified_among(self, user_id: str, domains: Collection[str]) -> set[str]:
+        """Which of `domains` the user holds verified."""
+        wanted = sorted(set(domains))
+        if not wanted:
+            return set()
+        marks = ", ".join("?" * len(wanted))
+        rows = await self._read(
+            lambda tx: tx.all(
+                f"SELECT domain FROM domains WHERE user_id = ? AND domain IN ({marks}) "
+                f"AND verified = {tx.dialect.true}",
+                (user_id, *wanted),
+            )
+        )
+        return {domain for (domain,) in rows}
 
     async def get_domain(self, user_id: str, domain: str) -> Domain | None:
         """One of the user's domains."""
