@@ -52,6 +52,14 @@ their raw bytes) may hold; the least recently used go first."""
 CHECKPOINT_SECONDS = 0.25
 """How long `upkeep` lets commits gather before it copies the log into the database: a page
 written by many commits meanwhile is copied once."""
+UPKEEP_CHECK_SECONDS = 5.0
+"""How often `upkeep` looks again without commits to prompt it: whether the log's files are
+still the ones the gateway has open (`_detached_log_files`), and copies what the log holds
+(a copy an old snapshot held back)."""
+CHECKPOINT_RETRY_SECONDS = 1.0
+"""How long `upkeep` waits before it tries again a copy of the log that failed (a full disk);
+each failure in a row doubles it, up to CHECKPOINT_RETRY_MAX_SECONDS."""
+CHECKPOINT_RETRY_MAX_SECONDS = 30.0
 BACKSTOP_CHECKPOINT_PAGES = 10_000
 """The writer checkpoints itself only once the log holds this many pages (about 40 MB): when
 `upkeep` is not running (a command, a test) or cannot keep up. SQLite's own default is 1,000
@@ -64,6 +72,8 @@ held an old snapshot, so no checkpoint could finish) is cut back, not kept at it
 as long as the gateway runs."""
 PRIVATE_MODE = 0o600
 SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
+LOG_FILE_SUFFIXES = ("-wal", "-shm")
+"""The files of the write-ahead log, which the gateway keeps open while it runs."""
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -185,12 +195,42 @@ def _absolute_hint(path: str) -> str:
     )
 
 
-def _disk_failure(path: str, failure: StorageUnavailable) -> str:
-    """What to say when the disk of the database at `path` took no more."""
+def _disk_failure(path: str, failure: StorageUnavailable, doing: str = "write") -> str:
+    """What to say when the disk of the database at `path` took no more as e2a tried `doing`
+    to it."""
     folder = Path(path).resolve().parent
     return (
-        f"database.url: cannot write sqlite:///{path}: {failure} — is its disk full "
+        f"database.url: cannot {doing} sqlite:///{path}: {failure} — is its disk full "
         f"(`df -h {folder}`) or failing (`dmesg`)?"
+    )
+
+
+def _checkpoint_failure(path: str, failure: StorageUnavailable) -> StorageUnavailable:
+    """What to say when the write-ahead log of the database at `path` could not be copied into
+    the database file: DiskFull, saying to free space, when its disk took no more."""
+    cause = failure.__cause__
+    if isinstance(cause, sqlite3.Error) and disk_refused(cause):
+        return DiskFull(
+            f"{_disk_failure(path, failure, 'copy the write-ahead log into')} Free space "
+            "there: mail stays in the log meanwhile, and the copy is retried by itself"
+        )
+    return StorageUnavailable(
+        f"database.url: cannot copy the write-ahead log into sqlite:///{path}: {failure} "
+        "(mail stays in the log meanwhile, and the copy is retried by itself)"
+    )
+
+
+def _log_files_gone(path: str, suffixes: Sequence[str]) -> str:
+    """What to say when the log's files `suffixes` of the database at `path` were deleted or
+    replaced under the running gateway."""
+    files = " and ".join(f"{path}{suffix}" for suffix in suffixes)
+    were = "were" if len(suffixes) > 1 else "was"
+    return (
+        f"sqlite:///{path}: its write-ahead log's {files} {were} deleted or replaced while e2a "
+        "runs (a clean-up or a backup tool?): e2a goes on with the files it has open, which other "
+        "programs (e2a backup, a sqlite3 shell) cannot see, and copies each commit into the "
+        "database file soon after it — restart e2a (it copies the log into the database file "
+        "as it stops), and never delete the -wal and -shm files of a database in use"
     )
 
 
@@ -315,6 +355,14 @@ class SqliteStorage(SqlStorage):
         self._closed = False
         self._logged_since_checkpoint = False
         self._wake_upkeep: trio.Event | None = None
+        self._checkpoint_refusal: StorageUnavailable | None = None
+        """Why the last copy of the log into the database file failed (`_checkpoint_failure`),
+        until one succeeds: `ping` says it."""
+        self._log_files: dict[str, tuple[int, int]] = {}
+        """The device and inode of each of the log's files (LOG_FILE_SUFFIXES) as first seen."""
+        self._log_files_gone: str | None = None
+        """What to say (`_log_files_gone`) once the log's files were found deleted or replaced
+        under the gateway: `ping` says it until a restart."""
         self._lock_refusal: str | None = None
         """What to say (`_locked`) while another process holds the database file: set when a
         write waited BUSY_TIMEOUT_SECONDS for it in vain, until a write takes it again. Writes
@@ -350,6 +398,9 @@ class SqliteStorage(SqlStorage):
             writer.execute(f"PRAGMA journal_size_limit = {LOG_BYTES_KEPT}")
             readers = [_connect(path) for _ in range(READER_COUNT)]
             checkpointer = _connect(path)
+            # Its copies never wait for a lock: a passive one waits for none anyway, and the
+            # one that empties the log (`_checkpoint`) would hold every commit meanwhile.
+            checkpointer.execute("PRAGMA busy_timeout = 0")
         except (sqlite3.Error, OSError) as exc:
             raise StorageUnavailable(
                 f"database.url: cannot open sqlite:///{path}: {exc} — {_open_advice(path)}"
@@ -499,10 +550,17 @@ class SqliteStorage(SqlStorage):
     async def ping(self) -> None:
         """As `LifecycleSql.ping`; and while another process holds the file locked
         (`_lock_refusal`), raise StorageUnavailable saying so unless a write of this check's
-        own (it takes the lock and commits nothing) finds it let go."""
+        own (it takes the lock and commits nothing) finds it let go. Raise StorageUnavailable
+        too once the log's files were deleted under the gateway, and while the log cannot be
+        copied into the database file (DiskFull for a full disk): `upkeep` finds both."""
         await super().ping()
         if self._lock_refusal is not None:
             await self._write(_take_the_lock)
+        if self._log_files_gone is not None:
+            raise StorageUnavailable(self._log_files_gone)
+        refusal = self._checkpoint_refusal
+        if refusal is not None:
+            raise type(refusal)(str(refusal))
 
     async def announce(self, news: Sequence[Announcement]) -> None:
         """Nothing to do: this process is the only one on the database, so no other replica
@@ -539,19 +597,81 @@ class SqliteStorage(SqlStorage):
     async def upkeep(self) -> None:
         """Copy the write-ahead log into the database in the background, CHECKPOINT_SECONDS
         after commits (a passive checkpoint on a connection of its own: the writer commits
-        meanwhile and readers keep their snapshots), so commits do not copy it themselves."""
+        meanwhile and readers keep their snapshots), so commits do not copy it themselves;
+        and every UPKEEP_CHECK_SECONDS without commits.
+
+        A copy that fails (a full disk) is said in one line of the log and by `ping`, and
+        tried again after CHECKPOINT_RETRY_SECONDS, twice as long after each failure in a row
+        (at most CHECKPOINT_RETRY_MAX_SECONDS), commits or not; the first that succeeds ends
+        it. Each time it also checks that the log's files are still those the gateway has
+        open (`_detached_log_files`)."""
+        retry = CHECKPOINT_RETRY_SECONDS
         while True:
             self._wake_upkeep = trio.Event()
-            if not self._logged_since_checkpoint:
-                await self._wake_upkeep.wait()
-            await trio.sleep(CHECKPOINT_SECONDS)
             self._logged_since_checkpoint = False
             self._refuse_if_closed()
+            await self._copy_log()
+            if self._checkpoint_refusal is not None:
+                await trio.sleep(retry)
+                retry = min(2 * retry, CHECKPOINT_RETRY_MAX_SECONDS)
+                continue
+            retry = CHECKPOINT_RETRY_SECONDS
+            if not self._logged_since_checkpoint:
+                with trio.move_on_after(UPKEEP_CHECK_SECONDS):
+                    await self._wake_upkeep.wait()
+            await trio.sleep(CHECKPOINT_SECONDS)
+
+    async def _copy_log(self) -> None:
+        """One round of `upkeep`: check the log's files, then copy the log into the database
+        file (all of it at once, emptying it, when its files were just found gone); a failed
+        copy is said once, in the log and by `ping`, until one succeeds."""
+        try:
             await trio.to_thread.run_sync(self._checkpoint)
+        except StorageUnavailable as exc:
+            refusal = _checkpoint_failure(self.path, exc)
+            if self._checkpoint_refusal is None:
+                log.warning("%s", refusal)
+            self._checkpoint_refusal = refusal
+            return
+        if self._checkpoint_refusal is not None:
+            self._checkpoint_refusal = None
+            log.info(
+                "sqlite:///%s: the write-ahead log is copied into the database file again",
+                self.path,
+            )
 
     def _checkpoint(self) -> None:
+        """(In a worker thread) `_copy_log`'s checks and copy."""
         with _translate_errors():
+            if self._log_files_gone is None and self._detached_log_files():
+                self._checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                return
             self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _detached_log_files(self) -> bool:
+        """Whether the log's files (LOG_FILE_SUFFIXES) were deleted or replaced since first
+        seen, as an operator's clean-up or a backup tool may: the gateway goes on writing into
+        the files it has open, which nothing else sees, and a crash would lose what they hold
+        that is not yet in the database file. Said once, in the log and by `ping`
+        (`_log_files_gone`). Two `stat` calls, off the commits."""
+        if self.path == ":memory:":
+            return False
+        gone = []
+        for suffix in LOG_FILE_SUFFIXES:
+            try:
+                found = os.stat(self.path + suffix)
+            except FileNotFoundError:
+                if suffix in self._log_files:
+                    gone.append(suffix)
+                continue
+            seen = self._log_files.setdefault(suffix, (found.st_dev, found.st_ino))
+            if seen != (found.st_dev, found.st_ino):
+                gone.append(suffix)
+        if not gone:
+            return False
+        self._log_files_gone = _log_files_gone(self.path, gone)
+        log.error("%s; copying the log into the database file now", self._log_files_gone)
+        return True
 
     async def close(self) -> None:
         """Close every connection (waits for the writer to finish its transaction); reads and
