@@ -15,7 +15,7 @@ import trio
 
 from e2a_gateway.app import RunningGateway
 from tests.conftest import Account
-from tests.delivery_support import accept, create_agent, mail
+from tests.delivery_support import accept, agent_id, create_agent, mail
 
 ROUNDS = 4
 Call = Callable[[], Awaitable[httpx.Response]]
@@ -72,3 +72,83 @@ async def test_sends_racing_the_deletion_of_their_agent_are_made_or_not_found(
         for answer in sends:
             assert answer.status_code in (200, 202) or refused_as_gone(answer), answer.text
         assert (await http.get(legacy_path)).status_code == 404
+
+
+def refused_as_unknown(answer: httpx.Response) -> bool:
+    """Whether `answer` is what a request gets once its account or agent is gone: its key no
+    longer works (401), or what it names is not there (404)."""
+    code = answer.json().get("error", {}).get("code")
+    return (answer.status_code, code) in ((401, "unauthorized"), (404, "not_found"))
+
+
+async def test_agents_created_while_their_account_is_deleted_are_made_or_refused_401(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """Agents registered while their account is deleted: each is made before the deletion (and
+    goes with the account) or refused as the key's next request would be, 401; never 409
+    `agent_exists` (the address is not taken) nor a 500. No agent outlives the account."""
+    for round_ in range(ROUNDS):
+        owner: Account = await make_account(f"leaving{round_}@example.com")
+        http = owner.http
+        slugs = [f"late{round_}x{index}" for index in range(4)]
+        deleted, *created = await at_once(
+            partial(http.delete, "/v1/account", params={"confirm": "DELETE"}),
+            *(
+                partial(http.post, "/api/v1/agents", json={"slug": slug, "agent_mode": "local"})
+                for slug in slugs
+            ),
+        )
+        assert deleted.status_code == 200, deleted.text
+        for answer in created:
+            assert answer.status_code == 201 or refused_as_unknown(answer), answer.text
+        for slug in slugs:
+            assert await running.gateway.storage.find_agent(f"{slug}@agents.test") is None
+
+
+@pytest.mark.parametrize("permanent", ["true", "false"])
+async def test_suppressions_and_keys_made_while_their_agent_is_deleted_leave_nothing(
+    running: RunningGateway, make_account: Any, permanent: str
+) -> None:
+    """Suppressions and agent keys made for an agent as it is deleted: each is made before the
+    deletion (and goes with the agent, or stays with it in the trash) or refused 404; never a
+    500. An agent registered later at the address starts with no suppression of the old
+    one's, and no key of the old one still works."""
+    alice: Account = await make_account("alice@example.com")
+    http = alice.http
+    storage = running.gateway.storage
+    for round_ in range(ROUNDS):
+        agent = await create_agent(alice, f"gone{round_}")
+        old_id = await agent_id(running.gateway, agent)
+        path = quote(agent, safe="")
+        v1_path = f"/v1/agents/{path}"
+        deleted, *made = await at_once(
+            partial(http.delete, v1_path, params={"confirm": "DELETE", "permanent": permanent}),
+            *(
+                partial(http.post, f"{v1_path}/suppressions", json={"address": f"x{n}@example.org"})
+                for n in range(3)
+            ),
+            *(
+                partial(
+                    http.post,
+                    "/v1/account/api-keys",
+                    json={"scope": "agent", "agent_email": agent, "name": f"k{n}"},
+                )
+                for n in range(2)
+            ),
+        )
+        assert deleted.status_code == 200, deleted.text
+        for answer in made:
+            assert answer.status_code in (200, 201) or refused_as_unknown(answer), answer.text
+        keys = [answer.json()["key"] for answer in made[3:] if answer.status_code in (200, 201)]
+        if permanent == "false":
+            continue
+        await create_agent(alice, f"gone{round_}")
+        listed = await http.get(f"{v1_path}/suppressions")
+        assert listed.status_code == 200, listed.text
+        assert listed.json()["items"] == [], listed.text
+        for key in keys:
+            whoami = await http.get("/v1/account", headers={"Authorization": f"Bearer {key}"})
+            assert whoami.status_code == 401, whoami.text
+        user_id = (await http.get("/v1/account")).json()["user"]["id"]
+        bound = [key for key in await storage.list_api_keys(user_id) if key.agent_id == old_id]
+        assert all(key.revoked_at for key in bound), bound

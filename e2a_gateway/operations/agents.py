@@ -18,7 +18,7 @@ from e2a_gateway.addresses import AddressError, check_slug, normalise_address
 from e2a_gateway.clock import utc_now
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.hub import Revocation
-from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.caller import Caller, owner_still_there
 from e2a_gateway.operations.errors import Conflict, Invalid, NotFound
 from e2a_gateway.operations.rate_limits import NamedLimit, count_request, counted_address
 from e2a_gateway.operations.requests import RequestBody
@@ -184,7 +184,9 @@ async def register_agent(
         created_at=utc_now(),
     )
     try:
-        await gateway.storage.add_agent(agent, on_owned_domain=not gateway.is_shared_domain(domain))
+        with owner_still_there():
+            on_owned_domain = not gateway.is_shared_domain(domain)
+            await gateway.storage.add_agent(agent, on_owned_domain=on_owned_domain)
     except DomainNotHeld:  # deleted (by its owner, meanwhile) since _address_for looked
         raise _unheld_domain(domain) from None
     except AlreadyExists:

@@ -11,18 +11,29 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.operations.errors import Forbidden, Unauthorized
+from e2a_gateway.operations.errors import Forbidden, NotFound, Unauthorized
 from e2a_gateway.signing.credentials import hash_api_key, is_well_formed_api_key
-from e2a_gateway.storage.base import Agent, KeyScope, StorageUnavailable, User
+from e2a_gateway.storage.base import (
+    AccountGone,
+    Agent,
+    AgentGone,
+    KeyScope,
+    StorageUnavailable,
+    User,
+)
 
 log = logging.getLogger("e2a.operations")
 
 Scope = KeyScope
 """What a key may reach: `account` (everything of its account) or `agent` (one agent)."""
+
+UNKNOWN_KEY = "unknown or revoked API key"
 
 
 @dataclass(frozen=True)
@@ -72,8 +83,21 @@ async def authenticate(gateway: Gateway, key: str | None) -> Caller:
         raise Unauthorized("unauthorized", "malformed API key: expected e2a_ followed by 64 hex")
     caller = await caller_for_key_hash(gateway, hash_api_key(key))
     if caller is None:
-        raise Unauthorized("unauthorized", "unknown or revoked API key")
+        raise Unauthorized("unauthorized", UNKNOWN_KEY)
     return caller
+
+
+@contextmanager
+def owner_still_there() -> Iterator[None]:
+    """Refuse a write whose account or agent was deleted while the request ran as the
+    request would have been refused a moment later: 401 (its key no longer works) when the
+    account went, 404 `agent not found` when the agent did (or went to the trash)."""
+    try:
+        yield
+    except AccountGone:
+        raise Unauthorized("unauthorized", UNKNOWN_KEY) from None
+    except AgentGone:
+        raise NotFound.of("agent") from None
 
 
 async def caller_for_key_hash(gateway: Gateway, key_hash: str) -> Caller | None:

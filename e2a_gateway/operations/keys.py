@@ -20,7 +20,7 @@ from e2a_gateway.clock import format_timestamp, parse_timestamp, utc_now
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.hub import Revocation
 from e2a_gateway.operations.agents import owned_agent
-from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.caller import Caller, owner_still_there
 from e2a_gateway.operations.errors import Invalid, NotFound
 from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.storage.base import ApiKey, LastOne, LimitReached, SigningSecret
@@ -107,7 +107,8 @@ async def api_key_page(
 async def new_api_key(gateway: Gateway, caller: Caller, name: str | None) -> IssuedApiKey:
     """Issue an API key for the caller."""
     caller.require_account("manage API keys")
-    return await issue_api_key(gateway.storage, caller.user_id, name or UNNAMED)
+    with owner_still_there():
+        return await issue_api_key(gateway.storage, caller.user_id, name or UNNAMED)
 
 
 async def new_scoped_api_key(
@@ -131,13 +132,14 @@ async def new_scoped_api_key(
         )
     else:
         agent = await owned_agent(gateway, caller, request.agent_email)
-    return await issue_api_key(
-        gateway.storage,
-        caller.user_id,
-        request.name or "",  # e2a keeps a key without a name nameless
-        agent=agent,
-        expires_at=expires_at,
-    )
+    with owner_still_there():
+        return await issue_api_key(
+            gateway.storage,
+            caller.user_id,
+            request.name or "",  # e2a keeps a key without a name nameless
+            agent=agent,
+            expires_at=expires_at,
+        )
 
 
 LAST_EXPIRY_SECONDS = 253_402_300_800

@@ -9,7 +9,7 @@ import time
 from e2a_gateway.addresses import AddressError, normalise_recipient
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations.agents import owned_agent
-from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.caller import Caller, owner_still_there
 from e2a_gateway.operations.errors import Invalid, NotFound
 from e2a_gateway.storage.base import Agent, Suppression
 
@@ -70,9 +70,10 @@ async def add_for_agent(
 ) -> Suppression:
     """Suppress `address` for the agent (idempotent)."""
     agent = await _managed_agent(gateway, caller, agent_email)
-    return await gateway.storage.add_suppression(
-        caller.user_id, agent.email, _address(address), reason, time.time()
-    )
+    with owner_still_there():
+        return await gateway.storage.add_suppression(
+            caller.user_id, agent.email, _address(address), reason, time.time()
+        )
 
 
 async def lift_for_agent(gateway: Gateway, caller: Caller, agent_email: str, address: str) -> str:

@@ -85,6 +85,11 @@ class RateFull(StorageError):
         return type(self), (self.room_at, self.key)
 
 
+class AccountGone(StorageError):
+    """Refused because the account the write was for was deleted while the request ran:
+    nothing was written."""
+
+
 class AgentGone(StorageError):
     """Refused because the agent the write was for was deleted, or moved to the trash,
     while the request ran: nothing was written."""

@@ -48,6 +48,7 @@ from e2a_gateway.storage.sql.erasure import announce_erased_mail
 from e2a_gateway.storage.sql.events import EVENT_COLUMNS, EVENTS_WITH_BODIES, decode_events
 from e2a_gateway.storage.sql.keyset import after_newest_first
 from e2a_gateway.storage.sql.mailbox import sorted_labels
+from e2a_gateway.storage.sql.owners import keep_account, keep_agent
 from e2a_gateway.storage.sql.runner import Runner, Snapshot
 from e2a_gateway.storage.sql.subscribers import WEBHOOK_COLUMNS, decode_webhook
 from e2a_gateway.storage.sql.suppressions import SUPPRESSION_COLUMNS, decode_suppression
@@ -330,15 +331,21 @@ class AccountsSql(Runner):
         return await self._write(upsert)
 
     async def add_api_key(self, key: ApiKey, key_hash: str) -> None:
-        """Store an API key by its hash."""
-        await self._write(
-            lambda tx: tx.execute(
+        """Store an API key by its hash; its account (an agent key: its agent) kept from
+        deletion until the commit, AccountGone (AgentGone) when it is gone already."""
+
+        def insert(tx: Transaction) -> None:
+            if key.agent_email is None:
+                keep_account(tx, key.user_id)
+            else:
+                keep_agent(tx, key.user_id, key.agent_email)
+            tx.execute(
                 "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, created_at, "
                 "scope, agent_id, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 api_key_params(key, key_hash),
-            ),
-            changes_routing=True,
-        )
+            )
+
+        await self._write(insert, changes_routing=True)
 
     async def user_for_key_hash(self, key_hash: str) -> User | None:
         """The owner of a live key with this hash."""

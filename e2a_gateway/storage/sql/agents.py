@@ -25,6 +25,7 @@ from e2a_gateway.storage.sql.erasure import announce_erased_mail
 from e2a_gateway.storage.sql.jobs import add_job
 from e2a_gateway.storage.sql.keyset import Position, after_newest_first
 from e2a_gateway.storage.sql.outbound import cancel_sends_in, rearm_scheduled
+from e2a_gateway.storage.sql.owners import keep_account
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import (
@@ -123,12 +124,15 @@ class AgentsSql(Runner):
     """The agents of `Directory` in SQL."""
 
     async def add_agent(self, agent: Agent, *, on_owned_domain: bool = False) -> None:
-        """Store a new agent; AlreadyExists when the address is taken. `on_owned_domain`: its
-        owner must hold its domain verified (DomainNotHeld otherwise); the domain's row is
-        locked as `delete_domain` locks it, so a deletion either sees this agent or has
-        removed the domain before this looks."""
+        """Store a new agent; AlreadyExists when the address is taken, AccountGone when its
+        owner's account was deleted meanwhile (kept from deletion until the commit, it goes
+        with the agent otherwise). `on_owned_domain`: its owner must hold its domain verified
+        (DomainNotHeld otherwise); the domain's row is locked as `delete_domain` locks it, so
+        a deletion either sees this agent or has removed the domain before this looks. The
+        account goes first, as deleting the account locks it before the domains."""
 
         def insert(tx: Transaction) -> None:
+            keep_account(tx, agent.user_id)
             if on_owned_domain and not tx.first(
                 f"SELECT 1 FROM domains WHERE user_id = ? AND domain = ? "
                 f"AND verified = {tx.dialect.true}{tx.dialect.for_update()}",

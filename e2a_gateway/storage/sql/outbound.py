@@ -29,7 +29,6 @@ from e2a_gateway.rate_windows import RateLimit
 from e2a_gateway.storage.base import (
     OUTBOUND_LIST_LIMIT,
     PAST_DEADLINE,
-    AgentGone,
     AgentInTrash,
     BouncedRecipient,
     HeldKey,
@@ -76,6 +75,7 @@ from e2a_gateway.storage.sql.jobs import (
     retry_job,
 )
 from e2a_gateway.storage.sql.mail_order import lock_agents_mail
+from e2a_gateway.storage.sql.owners import keep_agent
 from e2a_gateway.storage.sql.rate_limits import weigh_hits
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.suppressions import bounce_recorded, suppressed_in
@@ -636,13 +636,7 @@ class OutboundSql(Runner):
 
         def insert(tx: Transaction) -> None:
             lock_agents_mail(tx, [message.agent_email])
-            sender = tx.first(
-                "SELECT deleted_at FROM agents WHERE user_id = ? AND email = ?"
-                f"{tx.dialect.for_key_share()}",
-                (message.user_id, message.agent_email),
-            )
-            if sender is None or sender[0] is not None:
-                raise AgentGone(message.agent_email)
+            keep_agent(tx, message.user_id, message.agent_email)
             if send_limits:
                 _refuse_when_full(tx, send_limits, message.created_epoch)
             tx.execute(

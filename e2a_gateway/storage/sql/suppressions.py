@@ -24,6 +24,7 @@ from e2a_gateway.events import (
     recipient_event,
 )
 from e2a_gateway.storage.base import (
+    AgentGone,
     BouncedRecipient,
     NewEvent,
     OutboundMessage,
@@ -39,6 +40,7 @@ from e2a_gateway.storage.rows import (
     reported_result,
 )
 from e2a_gateway.storage.sql.events import record_events
+from e2a_gateway.storage.sql.owners import keep_account, keep_agent
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import (
@@ -350,10 +352,16 @@ class SuppressionsSql(Runner):
         self, user_id: str, agent_email: str | None, address: str, reason: str | None, now: float
     ) -> Suppression:
         """Suppress `address` by hand (an existing suppression is returned as it is); an
-        agent's new suppression is told as `agent.suppression_added`, once."""
+        agent's new suppression is told as `agent.suppression_added`, once. The account (the
+        agent) is kept from deletion until the commit: AccountGone (AgentGone) when it is
+        gone already, or the agent in the trash."""
         scope = agent_email or EVERY_AGENT
 
         def add(tx: Transaction) -> Suppression:
+            if agent_email:
+                keep_agent(tx, user_id, agent_email)
+            else:
+                keep_account(tx, user_id)
             added = _suppress(tx, user_id, scope, address, SUPPRESSED_BY_HAND, reason, None, now)
             if added and agent_email:
                 _tell_agent_suppression(tx, user_id, agent_email, address, SUPPRESSED_BY_HAND, now)
@@ -396,11 +404,17 @@ class SuppressionsSql(Runner):
         return await self._read(lambda tx: _unsubscribe_scope(tx, token_hash))
 
     async def unsubscribe_by_token(self, token_hash: str, now: float) -> UnsubscribeScope | None:
-        """The link's address suppressed for its agent, told once; None for no such link."""
+        """The link's address suppressed for its agent, told once; None for no such link, or
+        for one whose agent was deleted for good meanwhile (the agent, in the trash too, is
+        kept from deletion until the commit, so its suppressions go with it)."""
 
         def unsubscribe(tx: Transaction) -> UnsubscribeScope | None:
             scope = _unsubscribe_scope(tx, token_hash)
             if scope is None:
+                return None
+            try:
+                keep_agent(tx, scope.user_id, scope.agent_email, in_trash_too=True)
+            except AgentGone:
                 return None
             user_id, agent_email, address = scope.user_id, scope.agent_email, scope.address
             source = SUPPRESSED_BY_UNSUBSCRIBE
