@@ -220,6 +220,36 @@ def test_login_with_an_agent_key_makes_its_agent_the_default(
     assert code == 0 and "For the bound agent" in out, err
 
 
+def test_an_agent_key_in_the_environment_acts_as_its_agent_whatever_agent_is_saved(
+    live: LiveGateway, account: Account, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent key in E2A_API_KEY with another agent saved as `agent_email` (set with an
+    account key): whoami, inbox, send and doctor all act as the key's agent, the only one it
+    may act as, and say on stderr which saved setting they set aside and how to change it."""
+    bound = f"{account.prefix}-own@{DOMAIN}"
+    other = f"{account.prefix}-other@{DOMAIN}"
+    for agent in (bound, other):
+        assert cli("agents", "register", agent.split("@")[0], "--mode", "local")[0] == 0
+    code, agent_key, err = cli("keys", "create", "--agent", bound)
+    assert code == 0, err
+    assert cli("config", "set", "agent_email", other)[0] == 0
+    live.send_mail(bound, "For the key's agent", "Hello.\n")
+    wait_until(lambda: unread(live, account.key, bound) == 1)
+    monkeypatch.setenv("E2A_API_KEY", agent_key.strip())
+
+    code, out, err = cli("whoami")
+    assert code == 0 and f"Default agent: {bound}" in out, err
+    code, out, err = cli("inbox")
+    assert code == 0 and "For the key's agent" in out, err
+    assert other in err and "e2a config set agent_email" in err, err
+    code, out, err = cli("send", "--to", bound, "--subject", "Hi", "--body", "x")
+    assert code == 0, err
+    code, out, err = cli("doctor", "--json")
+    checks = {check["id"]: check["status"] for check in json.loads(out)["checks"]}
+    assert (checks["api.key"], checks["agent"]) == ("pass", "pass"), out
+    assert json.loads(out)["agent"] == bound, out
+
+
 def test_config_get_of_an_unset_key_says_how_to_set_it(account: Account, cli: Cli) -> None:
     code, out, err = cli("config", "get", "agent_email")
     assert (code, out) == (0, "")  # as e2a's CLI: empty stdout, exit 0

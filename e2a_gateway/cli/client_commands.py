@@ -77,7 +77,6 @@ from e2a_gateway.cli.v1_commands import (
     sdk_shape,
     send_result_line,
     send_v1,
-    v1_call,
 )
 
 # The SDK (and httpx) is imported when a client command runs, not with this module: `e2a serve`
@@ -915,7 +914,7 @@ def cmd_agents_list(ctx: Context) -> None:
     if ctx.json:
         print_json([_agent_json(a) for a in agents])
         return
-    chosen = ctx.args.agent or effective("agent_email", ctx.values)
+    chosen = ctx.args.agent or ctx.default_agent()
     addresses = [a.email for a in agents if a.email]
     active = ctx.address(str(chosen)) if chosen else only_agent(addresses)
 
@@ -1187,7 +1186,7 @@ def cmd_whoami(ctx: Context) -> None:
 
     client, key = ctx.client(), ctx.key
     info = fetch_info(ctx.url)
-    account = v1_call(ctx, "GET", "/account")
+    account = ctx.account()
     bound = account.get("agent_email")
     mine = None
     if bound:  # an agent key may list neither keys nor agents (403): its agent is known
@@ -1196,7 +1195,7 @@ def cmd_whoami(ctx: Context) -> None:
         keys = client.api.list_api_keys().api_keys
         mine = next((k for k in keys if k.key_prefix and key.startswith(k.key_prefix)), None)
         agents = [agent.email for agent in client.list_agents().agents if agent.email]
-    default = str(bound) if bound else effective("agent_email", ctx.values)
+    default = ctx.default_agent() or (str(bound) if bound else None)
     if default is None:
         default = only_agent(agents)
     if ctx.json:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +69,7 @@ class Context:
     args: argparse.Namespace
     values: dict[str, str]
     _client: E2AClient | None = None
+    _account: dict[str, Any] | None = None
 
     @property
     def json(self) -> bool:
@@ -109,12 +111,49 @@ class Context:
             )
         return self._client
 
+    def account(self) -> dict[str, Any]:
+        """`GET /v1/account` with the key (`key_account`), asked once per command."""
+        if self._account is None:
+            self._account = key_account(self.client())
+        return self._account
+
+    def bound_agent(self) -> str | None:
+        """The agent the key is bound to, None for an account key; a key `e2a login` saved
+        as an account key is not asked about."""
+        if not env_override("api_key") and saved("key_scope", self.values) == "account":
+            return None
+        bound = self.account().get("agent_email")
+        return str(bound) if bound else None
+
+    def default_agent(self) -> str | None:
+        """The agent a command acts as without `--agent`: E2A_AGENT_EMAIL or the saved
+        `agent_email`, unless the key is bound to another agent: an agent key may act as its
+        agent only, so that one, stderr saying which setting is set aside and how to change
+        it. None when no agent is configured."""
+        configured = effective("agent_email", self.values)
+        if not configured:
+            return None
+        chosen = self.address(configured)
+        bound = self.bound_agent()
+        if bound is None or bound.lower() == chosen.lower():
+            return chosen
+        where = "E2A_AGENT_EMAIL" if env_override("agent_email") else f"{config_path()}"
+        print(
+            f"e2a: this API key ({key_source()}) is bound to {bound}: acting as it, not as "
+            f"agent_email {chosen} (from {where}); `e2a config set agent_email {bound}` "
+            "(or unsetting E2A_AGENT_EMAIL) stops this note",
+            file=sys.stderr,
+        )
+        return bound
+
     def agent(self) -> str:
-        """`--agent`, else the configured agent, else the key's only agent (an agent key's
-        is the agent it is bound to)."""
-        chosen = getattr(self.args, "agent", None) or effective("agent_email", self.values)
+        """`--agent`, else the default agent (`default_agent`), else the key's only agent (an
+        agent key's is the agent it is bound to)."""
+        chosen = getattr(self.args, "agent", None)
         if chosen:
             return self.address(str(chosen))
+        if default := self.default_agent():
+            return default
         agents = key_agents(self.client())
         only = only_agent(agents)
         if only is not None:

@@ -213,7 +213,7 @@ def _check_agent(report: Report, ctx: Context, client: E2AClient) -> Agent | Non
     """The agent to check exists; it, or None."""
     from e2a_gateway.v1 import E2AApiError
 
-    chosen = ctx.args.agent or effective("agent_email", ctx.values)
+    chosen = ctx.args.agent or ctx.default_agent()
     if not chosen:
         emails = key_agents(client)
         if len(emails) != 1:
