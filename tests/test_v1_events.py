@@ -568,3 +568,30 @@ async def test_an_offset_whose_plus_the_query_string_turned_into_a_space_is_expl
     assert "since" in error["message"] and "%2B" in error["message"], error
     taken = await alice.http.get("/v1/events?since=2026-01-01T12:00:00%2B02:00")
     assert taken.status_code == 200, taken.text
+
+
+async def test_redeliveries_of_one_event_at_once_queue_it_once(
+    quiet: QuietGateway, alice: Account
+) -> None:
+    """The same redelivery asked several times at once, as a retrying client does: it is
+    queued once, and every answer is that one's (202, the same delivery id); never a 500."""
+    writer = await create_agent(alice, "racer")
+    reader = await create_agent(alice, "watcher")
+    hook = await make_hook(alice, DEAD_HOOK, ["email.received"])
+    await send_local(quiet, alice, writer, reader, "Twice")
+    (event,) = await listed(alice, type="email.received")
+    for body in ({"webhook_id": hook}, {}):
+        with trio.fail_after(20):
+            answers: list[Any] = []
+            async with trio.open_nursery() as nursery:
+                for _ in range(4):
+                    nursery.start_soon(_append, answers, redeliver(alice, event["id"], body))
+        assert [answer.status_code for answer in answers] == [202] * 4, [
+            answer.text for answer in answers
+        ]
+        assert len({answer.text for answer in answers}) == 1, [a.text for a in answers]
+    assert len(await deliveries_of(alice, hook)) == 3  # the fan-out's and one per replay
+
+
+async def _append(answers: list[Any], call: Any) -> None:
+    answers.append(await call)

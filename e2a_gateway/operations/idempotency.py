@@ -1,6 +1,7 @@
 """A write sent with an Idempotency-Key runs once: its first successful answer is kept at least
 KEPT_SECONDS and replayed to a retry of the same request; the same key with another request is
-refused (Unprocessable), and while the first request still runs a retry is told so (Conflict).
+refused (Unprocessable), and while the first request still runs a retry is told so (Conflict);
+under a key the gateway made (a redelivery's) the retry waits for the first answer instead.
 
 A send settles its key with its message in the transaction that stores it (`held_key`), so a
 request killed after storing the message and before its answer was kept still sends once: a
@@ -38,6 +39,10 @@ STALE_CLAIM_SECONDS = 300
 """A claim unfinished for this long is the leftover of a request that died: a retry may take
 it over and write again, unless its request made what it asked for (that is answered)."""
 MAX_KEY_LENGTH = 255
+MINTED_WAIT_SECONDS = 5.0
+"""How long a request under a minted key waits for the same request already running (a
+redelivery: one short transaction) before it is told to retry."""
+MINTED_POLL_SECONDS = 0.05
 MINTED = b"\x00minted\x00"
 """Prefixed to a key the gateway makes before it is hashed: a caller's key is printable ASCII,
 so never begins with it."""
@@ -93,14 +98,22 @@ async def run_once(
         fingerprint = caller.key_hash.encode() + b"\n" + fingerprint
     storage = gateway.storage
     key_hash = hashlib.sha256((MINTED if minted else b"") + key.encode()).hexdigest()
-    now = time.time()
-    claim = await storage.claim_idempotency_key(
-        caller.user_id,
-        key_hash,
-        hashlib.sha256(fingerprint).hexdigest(),
-        now,
-        now - STALE_CLAIM_SECONDS,
-    )
+    waited = 0.0
+    while True:
+        now = time.time()
+        claim = await storage.claim_idempotency_key(
+            caller.user_id,
+            key_hash,
+            hashlib.sha256(fingerprint).hexdigest(),
+            now,
+            now - STALE_CLAIM_SECONDS,
+        )
+        # A minted key's request was not sent twice by the caller's choice of key (the
+        # same redelivery asked twice at once): it waits for the first one's answer.
+        if not (minted and claim.outcome == "in_flight") or waited >= MINTED_WAIT_SECONDS:
+            break
+        await trio.sleep(MINTED_POLL_SECONDS)
+        waited += MINTED_POLL_SECONDS
     box = nacl.secret.SecretBox(_sealing_key(gateway.server_key, caller.user_id, key))
     if claim.outcome == "replay" and claim.status is not None and claim.answer is not None:
         return Answer(claim.status, _opened(box, claim.answer))
@@ -114,7 +127,7 @@ async def run_once(
             "its answer, or use a new Idempotency-Key for a new request",
         )
     if claim.outcome != "acquired" or claim.token is None:
-        raise _in_flight()
+        raise _in_flight(minted)
     token = claim.token
     held = _held.set(HeldKey(caller.user_id, key_hash, token))
     try:
@@ -141,11 +154,12 @@ async def run_once(
     return answer
 
 
-def _in_flight() -> Conflict:
-    """The refusal of a request whose key another request with it holds."""
+def _in_flight(minted: bool = False) -> Conflict:
+    """The refusal of a request whose key another request with it holds (`minted`: a key
+    the gateway made, which the caller never sent)."""
+    running = "the same request" if minted else "a request with this Idempotency-Key"
     return Conflict(
-        "idempotency_in_flight",
-        "a request with this Idempotency-Key is still running; wait, then retry it unchanged",
+        "idempotency_in_flight", f"{running} is still running; wait, then retry it unchanged"
     )
 
 
