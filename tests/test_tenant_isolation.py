@@ -7,7 +7,10 @@ or continued from A's cursors, show none of A's records; an Idempotency-Key A us
 use afresh; every MCP tool taking an id answers alike; and after all of it A's records are as
 they were. An agent key of A reaches its own agent's records only, not A's other agent's by id
 under its own agent's path (naming the other agent itself is 403 `forbidden`, within the one
-account: tests/test_key_scopes.py)."""
+account: tests/test_key_scopes.py). A key A revoked reaches none of A's records (401), and no
+socket of A's agents opens for B. Every route of the URL map with a path parameter is among
+the cases (or says why it names no account's record), so a new route cannot go untried; and
+every MCP tool with an argument naming a record is called."""
 
 from __future__ import annotations
 
@@ -15,14 +18,18 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from functools import cache
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
+import trio
+from trio_websocket import ConnectionRejected, open_websocket_url
 
 from e2a_gateway.ids import new_id
+from e2a_gateway.signing.credentials import hash_api_key
 from tests.conftest import Account, make_settings
 from tests.delivery_support import (
     QuietGateway,
@@ -73,7 +80,8 @@ def created(answer: httpx.Response) -> dict[str, Any]:
 class Tenant:
     """Account A with one of everything: two agents (`bot` with mail received, sent and held,
     in conversation `conversation`; `other` with mail of its own), a webhook, a domain, a
-    template, a second key, a signing secret, events and a suppression."""
+    template, a second key, a signing secret, events, a suppression of `bot`'s and one of the
+    account's (`suppressed`)."""
 
     account: Account
     bot: str
@@ -91,6 +99,7 @@ class Tenant:
     secret_id: str
     event: str
     cloud: str
+    suppressed: str
 
 
 async def furnished(quiet: QuietGateway, email: str, prefix: str) -> Tenant:
@@ -140,7 +149,16 @@ async def furnished(quiet: QuietGateway, email: str, prefix: str) -> Tenant:
         secret_id,
         events[0]["id"],
         await create_agent(account, f"{prefix}-cloud", webhook_url=HOOK_URL),
+        await suppressed_for_the_account(quiet, account, f"{prefix}-gone@example.org"),
     )
+
+
+async def suppressed_for_the_account(quiet: QuietGateway, account: Account, address: str) -> str:
+    """Suppress `address` for all of `account`'s agents (as a hard bounce would); return it."""
+    holder = await quiet.gateway.storage.key_holder(hash_api_key(account.key))
+    assert holder is not None
+    await quiet.gateway.storage.add_suppression(holder.user.id, None, address, None, time.time())
+    return address
 
 
 @dataclass
@@ -275,6 +293,7 @@ def by_a_stranger(
         ("POST", f"/v1/events/{a.event}/redeliver", {"webhook_id": b.webhook}),
         ("POST", f"/v1/events/{b.event}/redeliver", {"webhook_id": a.webhook}),
         ("DELETE", f"/v1/account/api-keys/{a.key_id}?confirm=DELETE", None),
+        ("DELETE", f"/v1/account/suppressions/{a.suppressed}?confirm=DELETE", None),
         ("POST", "/v1/account/api-keys", {"name": "x", "scope": "agent", "agent_email": a.bot}),
         (
             "POST",
@@ -300,6 +319,7 @@ def ghost_of(a: Tenant) -> Tenant:
         cloud="ghost-cloud@agents.test",
         conversation="conv-ghost",
         domain="ghost-corp.example",
+        suppressed="ghost-gone@example.org",
     )
 
 
@@ -519,28 +539,48 @@ async def test_an_idempotency_key_of_one_account_is_nothing_to_another(pair: Pai
     )
 
 
+def siblings(a: Tenant, conversation: str) -> tuple[Tenant, Tenant]:
+    """A's records as `by_a_stranger` lays them out for an agent key of `bot`: the records it
+    must not reach are `other`'s (its mail, its held draft, `conversation`) and the account's
+    own (webhook, domain, keys: an account key's to manage); its own agent is `bot`."""
+    theirs = replace(
+        a,
+        bot=a.other,
+        received=a.other_received,
+        sent=a.held,
+        held_inbound=a.held,
+        conversation=conversation,
+    )
+    return theirs, replace(a, cloud=a.bot)
+
+
 async def test_an_agent_key_reaches_none_of_its_accounts_other_agents_records(
     pair: Pair,
 ) -> None:
+    """Every route of `by_a_stranger`, taken with an agent key of `bot` naming its sibling
+    agent's records (or the account's, which are an account key's to manage): 403 `forbidden`
+    where the sibling agent or an account record is named, 404 `not_found` for the sibling's
+    mail named under `bot`'s own path; and nothing of A's changes."""
     a = pair.a
+    conversation = "conv-other-agent"
+    assert await store_with_conversation(pair.quiet.gateway, a.other, conversation)
+    theirs, own = siblings(a, conversation)
+    protection = created(await a.account.http.get(agent_v1(a.bot, "/protection")))
+    wrong = []
     async with agent_scoped_client(a.account, a.bot) as http:
-        # another agent's message, named under the key's own agent: not found
-        for message in (a.other_received, a.held):
-            for method, suffix, body in [
-                ("GET", f"/messages/{message}", None),
-                ("PATCH", f"/messages/{message}", {"add_labels": ["x"]}),
-                ("DELETE", f"/messages/{message}", None),
-                ("POST", f"/messages/{message}/restore", None),
-                ("GET", f"/messages/{message}/lifecycle", None),
-                ("GET", f"/messages/{message}/attachments/0", None),
-                ("POST", f"/messages/{message}/reply", {"text": "hi"}),
-                ("POST", f"/messages/{message}/forward", {"text": "f", "to": ["e@example.org"]}),
-            ]:
-                answer = await http.request(method, agent_v1(a.bot, suffix), json=body)
-                assert answer.status_code == 404, (method, suffix, answer.text)
-                assert answer.json()["error"]["code"] == "not_found"
-            answer = await http.get(f"/api/v1/agents/{quote(a.bot, safe='')}/messages/{message}")
-            assert answer.status_code == 404, answer.text
+        before = await what_a_sees(a)
+        for method, path, body in by_a_stranger(theirs, own, protection):
+            if body and body.get("template_id"):
+                continue  # the account's template is its agents' to send with
+            answer = await http.request(method, path, json=body)
+            under_own = path.startswith((agent_v1(a.bot), agent_api(a.bot)))
+            expected = (404, "not_found") if under_own else (403, "forbidden")
+            if "/dead-letters/" in path and under_own:
+                expected = (400, "not_cloud_agent")  # `bot` is local: no dead letters at all
+            code = answer.json()["error"]["code"] if answer.status_code >= 400 else None
+            if (answer.status_code, code) != expected:
+                wrong.append(f"{method} {path}: {answer.status_code} {answer.text[:200]}")
+        assert wrong == [], "\n".join(wrong)
         # filters naming the other agent show nothing of it
         listed = created(await http.get(agent_v1(a.bot, "/messages"), params={"direction": "all"}))
         assert not {m["id"] for m in listed["items"]} & {a.other_received, a.held}, listed
@@ -548,15 +588,12 @@ async def test_an_agent_key_reaches_none_of_its_accounts_other_agents_records(
         assert events.status_code in (200, 403), events.text
         if events.status_code == 200:
             assert events.json()["items"] == []
-        # the other agent's conversation, by id under its own agent
-        other_conv = await store_with_conversation(pair.quiet.gateway, a.other, "conv-other-agent")
-        assert other_conv
-        answer = await http.get(agent_v1(a.bot, "/conversations/conv-other-agent"))
-        assert answer.status_code == 404, answer.text
+    assert await what_a_sees(a) == before
 
 
 ARGUMENT_IDS = {
     "email": "bot",
+    "agent": "bot",
     "agent_email": "bot",
     "message_id": "received",
     "conversation_id": "conversation",
@@ -568,6 +605,8 @@ ARGUMENT_IDS = {
     "domain": "domain",
 }
 """A tool's arguments that name a record, and which of A's records each names."""
+AGENT_ARGUMENTS = ("email", "agent_email", "agent")
+"""The arguments naming the agent a tool acts as."""
 OTHER_ARGUMENTS = {
     "to": ["d@example.org"],
     "text": "t",
@@ -609,7 +648,7 @@ def tool_arguments(
     for name in properties:
         if name in ARGUMENT_IDS:
             record = ARGUMENT_IDS[name]
-            if name in ("email", "agent_email") and agent is not None:
+            if name in AGENT_ARGUMENTS and agent is not None:
                 arguments[name] = agent
             else:
                 arguments[name] = message if name == "message_id" else getattr(a, record)
@@ -676,7 +715,12 @@ async def test_another_accounts_mcp_tools_name_none_of_the_first_accounts_ids(
                             f"{tool.name} {named}: {answer.structured_content} but of ids "
                             f"never made: {never.structured_content}"
                         )
-    assert len(tried) > 20, tried
+        naming = {
+            tool.name
+            for tool in (await client.list_tools()).tools
+            if {*ARGUMENT_IDS, "id"} & set(tool.input_schema.get("properties", {}))
+        }
+    assert naming - MAKERS - tried == set(), "tools naming a record that were never tried"
     assert wrong == [], "\n".join(wrong)
 
 
@@ -686,6 +730,38 @@ def ghost_message(ghost: Tenant, a: Tenant, message: str) -> str:
         if value == message:
             return str(getattr(ghost, name))
     raise AssertionError(message)
+
+
+def dashboard_pages(t: Tenant, b: Tenant) -> list[tuple[str, str]]:
+    """Every dashboard page or form naming one of `t`'s records, as B would ask for it."""
+    agent = f"/agents/{quote(t.bot, safe='')}"
+    own = f"/agents/{quote(b.bot, safe='')}"
+    cloud = f"/agents/{quote(b.cloud, safe='')}"
+    return [
+        ("GET", agent),
+        ("POST", agent),
+        ("GET", f"{agent}/inbox"),
+        ("GET", f"{agent}/inbox/{t.received}"),
+        ("GET", f"{agent}/inbox/{t.received}/raw"),
+        ("GET", f"{agent}/events"),
+        ("GET", f"{agent}/dead-letters"),
+        ("POST", f"{agent}/dead-letters/redeliver"),
+        ("POST", f"{agent}/dead-letters/{t.received}/redeliver"),
+        ("POST", f"{agent}/delete"),
+        ("GET", f"{own}/inbox/{t.received}"),
+        ("GET", f"{own}/inbox/{t.received}/raw"),
+        ("GET", f"{own}/inbox/{t.held_inbound}"),
+        ("POST", f"{cloud}/dead-letters/{t.received}/redeliver"),
+        *[
+            (method, f"/approvals/{message}{action}")
+            for message in (t.held, t.held_inbound, t.sent)
+            for method, action in (("GET", ""), ("POST", "/approve"), ("POST", "/reject"))
+        ],
+        ("POST", f"/domains/{t.domain}/delete"),
+        ("POST", f"/domains/{t.domain}/verify"),
+        ("POST", f"/credentials/api-keys/{t.key_id}/revoke"),
+        ("POST", f"/credentials/signing-secrets/{t.secret_id}/delete"),
+    ]
 
 
 async def test_the_dashboard_shows_and_changes_nothing_of_another_account(pair: Pair) -> None:
@@ -698,38 +774,10 @@ async def test_the_dashboard_shows_and_changes_nothing_of_another_account(pair: 
         assert (await sign_in(browser, b.account.key)).status_code == 303
         token = await session_csrf(browser)
 
-        def pages(t: Tenant) -> list[tuple[str, str]]:
-            agent = f"/agents/{quote(t.bot, safe='')}"
-            own = f"/agents/{quote(b.bot, safe='')}"
-            cloud = f"/agents/{quote(b.cloud, safe='')}"
-            return [
-                ("GET", agent),
-                ("POST", agent),
-                ("GET", f"{agent}/inbox"),
-                ("GET", f"{agent}/inbox/{t.received}"),
-                ("GET", f"{agent}/inbox/{t.received}/raw"),
-                ("GET", f"{agent}/events"),
-                ("GET", f"{agent}/dead-letters"),
-                ("POST", f"{agent}/dead-letters/redeliver"),
-                ("POST", f"{agent}/dead-letters/{t.received}/redeliver"),
-                ("POST", f"{agent}/delete"),
-                ("GET", f"{own}/inbox/{t.received}"),
-                ("GET", f"{own}/inbox/{t.received}/raw"),
-                ("GET", f"{own}/inbox/{t.held_inbound}"),
-                ("POST", f"{cloud}/dead-letters/{t.received}/redeliver"),
-                *[
-                    (method, f"/approvals/{message}{action}")
-                    for message in (t.held, t.held_inbound, t.sent)
-                    for method, action in (("GET", ""), ("POST", "/approve"), ("POST", "/reject"))
-                ],
-                ("POST", f"/domains/{t.domain}/delete"),
-                ("POST", f"/domains/{t.domain}/verify"),
-                ("POST", f"/credentials/api-keys/{t.key_id}/revoke"),
-                ("POST", f"/credentials/signing-secrets/{t.secret_id}/delete"),
-            ]
-
         wrong = []
-        for (method, path), (_, ghost_path) in zip(pages(a), pages(ghost), strict=True):
+        for (method, path), (_, ghost_path) in zip(
+            dashboard_pages(a, b), dashboard_pages(ghost, b), strict=True
+        ):
             form = {"csrf_token": token, "name": "mine"} if method == "POST" else None
             answer = await browser.request(method, path, data=form)
             never = await browser.request(method, ghost_path, data=form)
@@ -740,4 +788,132 @@ async def test_the_dashboard_shows_and_changes_nothing_of_another_account(pair: 
             elif said(answer, a, ghost)[1] != said(never, a, ghost)[1]:
                 wrong.append(f"{method} {path}: says other than of ids never made")
         assert wrong == [], "\n".join(wrong)
+    assert await what_a_sees(a) == before
+
+
+def sockets(t: Tenant) -> list[str]:
+    """The WebSocket paths of `t`'s agent, on both faces."""
+    return [agent_api(t.bot, "/ws"), agent_v1(t.bot, "/ws")]
+
+
+NOT_AN_ACCOUNTS_RECORD = {
+    "static": "the gateway's own files",
+    "dashboard.static": "the dashboard's own files",
+    "v1.v1_templates.get_starter_template": "the gateway's starter templates, alike for all",
+    "v1.v1_messages.download_attachment": "a signed link, for whoever holds it; it dies with "
+    "its message (tests/test_attachment_downloads.py)",
+    "unsubscribe_links.confirmation": "a signed link, for whoever holds it",
+    "unsubscribe_links.unsubscribe_by_link": "a signed link, for whoever holds it",
+}
+"""Routes with a path parameter that names no account's record, and why."""
+
+
+def sample(prefix: str) -> Tenant:
+    """A tenant with made-up ids of the right form, to lay the cases out without a gateway."""
+    return Tenant(
+        Account(f"{prefix}@example.com", "e2a_" + "0" * 64, None),  # type: ignore[arg-type]
+        f"{prefix}-bot@agents.test",
+        f"{prefix}-other@agents.test",
+        *(new_id("msg") for _ in range(5)),
+        f"conv-{prefix}",
+        new_id("wh"),
+        f"{prefix}-corp.example",
+        new_id("tpl"),
+        new_id("apk"),
+        new_id("wsec"),
+        new_id("evt"),
+        f"{prefix}-cloud@agents.test",
+        f"{prefix}-gone@example.org",
+    )
+
+
+@cache
+def routes_tried() -> set[tuple[str, str]]:
+    """The (endpoint, method) of every route the cases above send B's requests to."""
+    from tests.test_docs import ServedRoutes
+
+    served = ServedRoutes()
+    a, b = sample("alice"), sample("bob")
+    requests = [(m, p) for m, p, _ in by_a_stranger(a, b, {})] + dashboard_pages(a, b)
+    tried = set()
+    for method, path in requests:
+        endpoint = served.endpoint(method, path.partition("?")[0])
+        assert endpoint is not None, (method, path)
+        tried.add((endpoint, method))
+    for path in sockets(a):
+        endpoint, _ = served.adapter.match(path, method="GET", websocket=True)
+        tried.add((f"{endpoint} (WebSocket)", "GET"))
+    return tried
+
+
+def routes_naming_records() -> list[tuple[str, str]]:
+    """The (endpoint, method) of every route of the URL map with a path parameter."""
+    from tests.test_docs import ServedRoutes
+
+    return sorted(
+        (f"{rule.endpoint}{' (WebSocket)' if rule.websocket else ''}", method)
+        for rule in ServedRoutes().app.url_map.iter_rules()
+        if rule.arguments and rule.endpoint not in NOT_AN_ACCOUNTS_RECORD
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    )
+
+
+@pytest.mark.parametrize("route", routes_naming_records(), ids=" ".join)
+def test_every_route_naming_a_record_is_tried_by_another_account(route: tuple[str, str]) -> None:
+    """A route added with a path parameter fails here until the cases above name one of A's
+    records through it (or it is listed in NOT_AN_ACCOUNTS_RECORD with the reason)."""
+    assert route in routes_tried()
+
+
+async def refused_upgrade(url: str, key: str) -> tuple[int, Any]:
+    """The status and JSON body with which the gateway refuses to open the socket at `url`."""
+    headers = [("Authorization", f"Bearer {key}")]
+    with trio.fail_after(10), pytest.raises(ConnectionRejected) as refused:
+        async with open_websocket_url(url, extra_headers=headers):
+            pass
+    body = json.loads(refused.value.body or b"")
+    body["error"].pop("request_id", None)
+    return refused.value.status_code, body
+
+
+async def test_another_accounts_socket_opens_on_none_of_the_first_accounts_agents(
+    pair: Pair,
+) -> None:
+    """B's key, upgrading to a socket of A's agent on either face, is refused before the
+    upgrade as for an agent never made (no socket of A's opens, so no mail of A's is heard)."""
+    a, b = pair.a, pair.b
+    ghost = ghost_of(a)
+    base = pair.quiet.http_url.replace("http://", "ws://")
+    for path, ghost_path in zip(sockets(a), sockets(ghost), strict=True):
+        status, body = await refused_upgrade(base + path, b.account.key)
+        never = await refused_upgrade(base + ghost_path, b.account.key)
+        assert status == 404 and body["error"]["code"] == "not_found", (path, body)
+        text = json.dumps(body).replace(a.bot, ghost.bot)
+        text = text.replace(quote(a.bot, safe=""), quote(ghost.bot, safe=""))
+        assert (status, json.loads(text)) == never, (path, body, never)
+
+
+async def test_a_revoked_key_reaches_none_of_its_own_accounts_records(pair: Pair) -> None:
+    """A key A revoked, naming A's own records through every route of `by_a_stranger` and
+    every socket: 401 `unauthorized` each time, and nothing of A's changes."""
+    a = pair.a
+    made = created(await a.account.http.post("/v1/account/api-keys", json={"name": "old"}))
+    revoked = await a.account.http.delete(f"/v1/account/api-keys/{made['id']}?confirm=DELETE")
+    assert revoked.status_code == 200, revoked.text
+    before = await what_a_sees(a)
+    protection = created(await a.account.http.get(agent_v1(a.bot, "/protection")))
+    wrong = []
+    async with httpx.AsyncClient(
+        base_url=pair.quiet.http_url, headers={"Authorization": f"Bearer {made['key']}"}
+    ) as http:
+        for method, path, body in by_a_stranger(a, a, protection):
+            answer = await http.request(method, path, json=body)
+            if answer.status_code != 401 or answer.json()["error"]["code"] != "unauthorized":
+                wrong.append(f"{method} {path}: {answer.status_code} {answer.text[:200]}")
+    base = pair.quiet.http_url.replace("http://", "ws://")
+    for path in sockets(a):
+        status, body = await refused_upgrade(base + path, made["key"])
+        if (status, body["error"]["code"]) != (401, "unauthorized"):
+            wrong.append(f"socket {path}: {status} {body}")
+    assert wrong == [], "\n".join(wrong)
     assert await what_a_sees(a) == before
