@@ -364,6 +364,7 @@ async def run_gateway(
                 tls=smtp_tls,
                 observer=gateway.metrics,
                 refusal=lambda: gateway.schema_refusal,
+                proxy_trusted=settings.smtp.proxy_trusted_networks,
             )
         )
         if settings.smtp.processes > 1:

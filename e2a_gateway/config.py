@@ -248,11 +248,19 @@ def dkim_selector(value: str) -> str:
     return value.strip()
 
 
+def comma_separated(value: Any) -> Any:
+    """A list setting's value: a string (from an environment variable) split at its commas,
+    blank items dropped; anything else (a TOML list) as it is."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
 def proxy_networks(entries: list[str]) -> list[IpNetwork]:
-    """The networks of `http.trusted_proxies` entries (an address or a CIDR block each); raise
-    ValueError naming an entry that is neither. An IPv4 network written in IPv6
-    (`::ffff:10.0.0.5`, as a dual-stack listener names an IPv4 peer) is the IPv4 one, since
-    peers are compared as IPv4 addresses (`networks.client_address`)."""
+    """The networks of `http.trusted_proxies` or `smtp.proxy_trusted_cidrs` entries (an
+    address or a CIDR block each); raise ValueError naming an entry that is neither. An IPv4
+    network written in IPv6 (`::ffff:10.0.0.5`, as a dual-stack listener names an IPv4 peer) is
+    the IPv4 one, since peers are compared as IPv4 addresses (`networks.client_address`)."""
     networks: list[IpNetwork] = []
     for entry in entries:
         try:
@@ -338,6 +346,31 @@ class SmtpSettings(ListenSection):
     max_message_memory_bytes: int = Field(default=134_217_728, ge=1_048_576, le=2**40)
     """Memory each SMTP process may hold for messages being received, all its sessions
     together; more get 452 4.3.1 (docs/smtp.md, "Memory for messages being received")."""
+    proxy_trusted_cidrs: list[str] = Field(default_factory=list)
+    """Load balancers (addresses or CIDR blocks) whose connections begin with a PROXY protocol
+    header naming the client (docs/smtp.md, "Behind a load balancer"); empty: none is read."""
+
+    @field_validator("proxy_trusted_cidrs", mode="before")
+    @classmethod
+    def _split_proxy_trusted_cidrs(cls, value: Any) -> Any:
+        return comma_separated(value)
+
+    @field_validator("proxy_trusted_cidrs")
+    @classmethod
+    def _check_proxy_trusted_cidrs(cls, value: list[str]) -> list[str]:
+        for entry, network in zip(value, proxy_networks(value), strict=True):
+            if network.prefixlen == 0:
+                raise ValueError(
+                    f"{entry!r} trusts every peer, so anyone could claim any address for SPF, "
+                    "the limits and the logs — list only the load balancer's own addresses, "
+                    "e.g. 10.0.0.5 or 10.0.0.0/24"
+                )
+        return value
+
+    @property
+    def proxy_trusted_networks(self) -> list[IpNetwork]:
+        """`proxy_trusted_cidrs` as networks."""
+        return proxy_networks(self.proxy_trusted_cidrs)
 
     @field_validator("hostname")
     @classmethod
@@ -395,9 +428,7 @@ class HttpSettings(ListenSection):
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _split_trusted_proxies(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
+        return comma_separated(value)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -422,9 +453,7 @@ class HttpSettings(ListenSection):
     @field_validator("cors_allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
+        return comma_separated(value)
 
     @field_validator("cors_allowed_origins")
     @classmethod
@@ -501,9 +530,7 @@ class DnsSettings(Section):
     @field_validator("nameservers", mode="before")
     @classmethod
     def _split_nameservers(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
+        return comma_separated(value)
 
     @field_validator("nameservers")
     @classmethod
@@ -653,9 +680,7 @@ class OperatorSettings(Section):
     @field_validator("accounts", mode="before")
     @classmethod
     def _split_accounts(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
+        return comma_separated(value)
 
     @field_validator("accounts")
     @classmethod

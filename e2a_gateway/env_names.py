@@ -68,7 +68,6 @@ UNUSED_E2A_VARIABLES: dict[str, str] = {
     "E2A_WEBHOOK_FANOUT_MODE": _INTERNAL,
     "E2A_WEBHOOK_INTERNAL_SINK_URL": "webhooks.allow_private (E2A_WEBHOOKS_ALLOW_PRIVATE) "
     "allows webhook URLs on private addresses",
-    "E2A_SMTP_PROXY_TRUSTED_CIDRS": "the SMTP listener does not read the PROXY protocol",
     "E2A_METRICS_LISTEN_ADDR": "metrics are served at /metrics on http.listen "
     "(E2A_METRICS_ENABLED turns them on)",
     "E2A_TRASH_RETENTION_DAYS": "deleted messages are gone at once; retention.days "

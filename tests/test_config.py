@@ -99,6 +99,11 @@ def test_env_overrides_file(tmp_path: Path) -> None:
         ('[dns]\nnameservers = ["[::1]53"]\n', {}, "[ipv6]:port"),
         ('[http]\ntrusted_proxies = ["proxy.internal"]\n', {}, "http.trusted_proxies"),
         ("", {"E2A_HTTP_TRUSTED_PROXIES": "10.0.0.0/33"}, "not an IP address or CIDR block"),
+        ('[smtp]\nproxy_trusted_cidrs = ["lb.internal"]\n', {}, "smtp.proxy_trusted_cidrs"),
+        ("", {"E2A_SMTP_PROXY_TRUSTED_CIDRS": "10.0.0.0/8,10.1.0.0/33"}, "'10.1.0.0/33' is not"),
+        ('[smtp]\nproxy_trusted_cidrs = ["0.0.0.0/0"]\n', {}, "'0.0.0.0/0' trusts every peer"),
+        ("", {"E2A_SMTP_PROXY_TRUSTED_CIDRS": "::/0"}, "list only the load balancer's own"),
+        ("", {"E2A_SMTP_PROXY_TRUSTED_CIDRS": "::ffff:0.0.0.0/96"}, "trusts every peer"),
         ("[http]\nmax_request_bytes = 100\n", {}, "http.max_request_bytes"),
         ('[smtp]\nhostname = "mx example.com"\n', {}, "smtp.hostname"),
         ("", {"E2A_SMTP_HOSTNAME": "."}, "such as mx.example.com"),
@@ -304,6 +309,21 @@ def test_trusted_proxies_from_the_environment() -> None:
         "2001:db8::/32",
     ]
     assert load_settings(None, environ={}).http.trusted_proxies == []
+
+
+def test_smtp_proxy_trusted_cidrs_from_the_environment_as_e2a_names_it() -> None:
+    """e2a's E2A_SMTP_PROXY_TRUSTED_CIDRS is our setting: comma-separated, as e2a writes it;
+    empty, no PROXY header is read."""
+    environ = {"E2A_SMTP_PROXY_TRUSTED_CIDRS": "172.30.0.0/24, 10.0.0.5,2001:db8::/64"}
+    settings = load_settings(None, environ=environ)
+    assert settings.smtp.proxy_trusted_cidrs == ["172.30.0.0/24", "10.0.0.5", "2001:db8::/64"]
+    assert [str(network) for network in settings.smtp.proxy_trusted_networks] == [
+        "172.30.0.0/24",
+        "10.0.0.5/32",
+        "2001:db8::/64",
+    ]
+    assert env_warnings(environ) == []
+    assert load_settings(None, environ={}).smtp.proxy_trusted_networks == []
 
 
 # e2a's environment names

@@ -73,12 +73,15 @@ async def smtp_dialogue(
     *,
     sender: str = "sender@example.org",
     message: bytes = MESSAGE,
+    proxy_header: bytes = b"",
 ) -> list[bytes]:
-    """One message (`message` from `sender`) over a new connection; every reply (also added to
-    `replies` as it comes), the DATA's last but one."""
+    """One message (`message` from `sender`) over a new connection, after `proxy_header` (as a
+    load balancer writes it); every reply (also added to `replies` as it comes), the DATA's
+    last but one."""
     replies = [] if replies is None else replies
     with trio.fail_after(START_SECONDS):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(proxy_header)
         buffer = b""
 
         async def reply() -> bytes:
@@ -117,8 +120,10 @@ async def smtp_dialogue(
 REVIEWER_ZONE = {
     "example.com": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
     "_dmarc.example.com": {"TXT": ["v=DMARC1; p=reject"]},
+    "proxied.example": {"TXT": ["v=spf1 ip4:203.0.113.7 -all"]},
 }
-"""The reviewer's domain passes SPF, hence DMARC, from 127.0.0.1: their replies may act."""
+"""The reviewer's domain passes SPF, hence DMARC, from 127.0.0.1: their replies may act.
+proxied.example's mail comes from 203.0.113.7 alone (behind a load balancer)."""
 
 
 @pytest.fixture
@@ -224,6 +229,39 @@ async def test_an_acceptor_serves_the_session_and_the_main_process_commits(
     assert metric(main.metrics, "e2a_smtp_messages_accepted_total") == 1
     assert metric(main.metrics, "e2a_smtp_sessions_total") == 1
     listening.close()
+
+
+async def test_an_acceptor_believes_a_trusted_load_balancers_proxy_header(
+    tmp_path: Path, dns_port: int, nursery: trio.Nursery
+) -> None:
+    """`smtp.proxy_trusted_cidrs` reaches the acceptor processes: the client the header names
+    is the one SPF judges, in the arrival the main process commits."""
+    settings = make_settings(
+        tmp_path,
+        dns={"nameservers": [f"127.0.0.1:{dns_port}"], "timeout_seconds": 2},
+        smtp={
+            "listen": "127.0.0.1:0",
+            "hostname": "mx.agents.test",
+            "proxy_trusted_cidrs": "127.0.0.1",
+        },
+    )
+    async with open_gateway(settings) as gateway:
+        await bootstrap_user(gateway.storage, gateway.server_key, "o@example.com")
+        sink = InboundMailSink(gateway, GroupCommitter(gateway.storage))
+        main = Main(gateway, sink, Metrics(), 0, [])
+        await add_agent(main)
+        async with trio.open_nursery() as acceptors:
+            _, listening = await start_pool(acceptors, main)
+            header = b"PROXY TCP4 203.0.113.7 10.0.0.2 40000 25\r\n"
+            replies = await smtp_dialogue(
+                main.port, sender="alice@proxied.example", proxy_header=header
+            )
+            assert replies[-2].startswith(b"250 2.0.0"), replies
+            [(arrival, _, _)] = main.delivered
+            assert arrival.peer == "203.0.113.7"
+            assert arrival.auth.spf == "pass"
+            acceptors.cancel_scope.cancel()
+        listening.close()
 
 
 async def test_an_acceptor_refuses_an_unknown_agent_from_the_main_process_storage(

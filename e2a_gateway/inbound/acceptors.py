@@ -459,6 +459,7 @@ async def _serve(
                             tls=tls,
                             observer=main.counts,
                             refusal=lambda: main.refusal,
+                            proxy_trusted=settings.smtp.proxy_trusted_networks,
                         )
                     )
                     smtp.start_soon(_cancel_when_told, main.stop, signals, smtp.cancel_scope)

@@ -3,9 +3,11 @@
 It moves bytes between sockets and sessions, secures connections that ask for STARTTLS, keeps
 the connection limits, the memory all sessions may hold for messages (`MessageMemory`) and the
 clocks (silence, each command line, each message as a whole), shuts down gracefully and turns
-the sessions' decision requests into `MailSink` calls. It must not interpret SMTP (protocol.py
-does) nor store mail (the sink does), and nothing a client or a sink does may take the
-listener or another session down.
+the sessions' decision requests into `MailSink` calls. Behind a load balancer it reads the
+PROXY protocol header of the peers it is told to trust (parsed by proxy_header.py), and the
+client it names is the session's peer. It must not interpret SMTP (protocol.py does) nor store
+mail (the sink does), and nothing a client or a sink does may take the listener or another
+session down.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ import logging
 import math
 import os
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import trio
 
-from e2a_gateway.networks import network_of, release
+from e2a_gateway.networks import IpNetwork, is_trusted_proxy, network_of, release
 from e2a_gateway.signing.reply_tokens import redact_reply_tokens
 from e2a_gateway.smtp.message_memory import MessageMemory
 from e2a_gateway.smtp.protocol import (
@@ -44,6 +46,7 @@ from e2a_gateway.smtp.protocol import (
     TlsRequested,
     check_hostname,
 )
+from e2a_gateway.smtp.proxy_header import ProxyHeaderError, parse_proxy_header
 
 __all__ = [
     "ListenerLimits",
@@ -67,6 +70,10 @@ _GOODBYE_SECONDS = 1.0
 """How long a client turned away (limits, expired grace period) gets to read its 421."""
 _ACCEPT_RETRY_SECONDS = 0.1
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+PROXY_HEADER_SECONDS = 5.0
+"""How long a trusted load balancer's connection may take to send its PROXY header, as upstream
+e2a: a connection that sent nothing by then (a health check) is served as the balancer's own,
+one with half a header is closed."""
 SESSION_LOG_ENTRIES = 100
 """Messages and refused recipients one session log line lists at most. A session that keeps
 its connection for more (an MTA sending a queue's mail) logs a line for each hundred as it
@@ -309,6 +316,7 @@ async def serve_smtp(
     tls: ssl.SSLContext | None = None,
     observer: SmtpObserver | None = None,
     refusal: Callable[[], str | None] = lambda: None,
+    proxy_trusted: Sequence[IpNetwork] = (),
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve SMTP on `listeners` until cancelled, then shut down gracefully.
@@ -317,7 +325,10 @@ async def serve_smtp(
     reply raises ValueError before anything is served. With `tls`, sessions offer STARTTLS.
     `observer` hears of sessions, accepted messages and refusals (for metrics). While
     `refusal` gives a reason, new connections are turned away with `421 4.3.2` (the gateway
-    takes no mail for now: try another MX host, or later).
+    takes no mail for now: try another MX host, or later). A connection from a peer in
+    `proxy_trusted` (load balancers) is read for a PROXY protocol header first, within
+    `PROXY_HEADER_SECONDS`: the client it names is the session's peer for everything (limits,
+    the sink, logs); a malformed one closes the connection. Other peers' input is SMTP.
 
     Cancelling this call is the shutdown signal. It returns once the listeners are closed and
     every session has ended: idle sessions get `421 4.3.2` at once, sessions with a transaction
@@ -335,6 +346,7 @@ async def serve_smtp(
         tls,
         observer or _Unobserved(),
         refusal,
+        proxy_trusted,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(listener.run)
@@ -358,8 +370,12 @@ class _Listener:
         tls: ssl.SSLContext | None,
         observer: SmtpObserver,
         refusal: Callable[[], str | None],
+        proxy_trusted: Sequence[IpNetwork],
     ) -> None:
         self._listeners = listeners
+        self._proxy_trusted = proxy_trusted
+        self._reading_headers = 0
+        """Connections whose PROXY header is being read."""
         self._refusal = refusal
         self._sink = sink
         self._hostname = hostname
@@ -408,12 +424,16 @@ class _Listener:
             with self._accepting:
                 async with trio.open_nursery() as accepting:
                     for listener in self._listeners:
-                        accepting.start_soon(self._accept, listener, sessions)
+                        accepting.start_soon(self._accept, listener, accepting, sessions)
         finally:
             for listener in self._listeners:
                 await trio.aclose_forcefully(listener)
 
-    async def _accept(self, listener: trio.SocketListener, sessions: trio.Nursery) -> None:
+    async def _accept(
+        self, listener: trio.SocketListener, accepting: trio.Nursery, sessions: trio.Nursery
+    ) -> None:
+        """Accept connections on `listener`; those of trusted load balancers have their PROXY
+        header read in `accepting` (stopped on shutdown), the sessions run in `sessions`."""
         while True:
             try:
                 stream = await listener.accept()
@@ -423,11 +443,43 @@ class _Listener:
                 logger.error("SMTP accept failed: %s; retrying", os.strerror(error.errno))
                 await trio.sleep(_ACCEPT_RETRY_SECONDS)
                 continue
-            self._admit(stream, sessions)
+            peer = _peer_ip(stream)
+            if self._proxy_trusted and is_trusted_proxy(peer, self._proxy_trusted):
+                accepting.start_soon(self._admit_proxied, stream, peer, sessions)
+            else:
+                self._admit(stream, peer, sessions)
 
-    def _admit(self, stream: trio.SocketStream, sessions: trio.Nursery) -> None:
-        """Start a session for a new connection, or turn it away when over a limit."""
-        peer = _peer_ip(stream)
+    async def _admit_proxied(
+        self, stream: trio.SocketStream, balancer: str, sessions: trio.Nursery
+    ) -> None:
+        """Read the PROXY header of a trusted load balancer's connection, then admit the client
+        it names with what followed the header. Closed without a word when the header is
+        malformed, incomplete in time, or the connection ends first; closed too if the
+        listener stops meanwhile."""
+        admitted = False
+        if self._reading_headers >= self._listener_limits.max_sessions:
+            stream.socket.close()  # a flood: not even a header is read
+            return
+        self._reading_headers += 1
+        try:
+            client, early = await _read_proxy_header(stream.socket, balancer)
+            if client is not None and not self._shutting_down:
+                self._admit(stream, client, sessions, early)
+                admitted = True
+        except ProxyHeaderError as error:
+            logger.warning("SMTP connection from %s closed: %s", balancer, error)
+        except trio.BrokenResourceError:
+            pass  # gone before its header: nobody to tell
+        finally:
+            self._reading_headers -= 1
+            if not admitted:
+                stream.socket.close()
+
+    def _admit(
+        self, stream: trio.SocketStream, peer: str, sessions: trio.Nursery, early: bytes = b""
+    ) -> None:
+        """Start a session for a new connection from `peer`, which sent `early` already, or
+        turn it away when over a limit."""
         network = client_network(peer, self._listener_limits)
         limits = self._listener_limits
         if self._refusal() is not None:
@@ -443,6 +495,8 @@ class _Listener:
             session = ServerSession(
                 self._hostname, self._limits, tls_available=bool(self._tls), memory=self._memory
             )
+            if early:
+                session.receive_data(early)
             connection = _ClientConnection(
                 stream,
                 peer,
@@ -866,6 +920,31 @@ async def _read_socket(socket: trio.socket.SocketType) -> bytes:
             continue  # woken without data after all
         except OSError as error:
             raise trio.BrokenResourceError(error) from error
+
+
+async def _read_proxy_header(
+    socket: trio.socket.SocketType, balancer: str
+) -> tuple[str | None, bytes]:
+    """The client a trusted load balancer's PROXY header names (`balancer` itself for a header
+    that names none, or for a connection that sent nothing in `PROXY_HEADER_SECONDS`), and the
+    octets read after the header; None if the connection ended before sending anything. Raise
+    ProxyHeaderError for a malformed header, or one cut short by the end of the connection or
+    the clock."""
+    data = b""
+    with trio.move_on_after(PROXY_HEADER_SECONDS):
+        while True:
+            received = await _read_socket(socket)
+            if not received:
+                if data:
+                    raise ProxyHeaderError("connection ended inside its PROXY header")
+                return None, b""
+            data += received
+            header = parse_proxy_header(data)
+            if header is not None:
+                return header.client or balancer, data[header.length :]
+    if data:
+        raise ProxyHeaderError(f"PROXY header incomplete after {PROXY_HEADER_SECONDS:g} s")
+    return balancer, b""
 
 
 def _summary(mail_from: str, recipients: Iterable[Mailbox]) -> str:
