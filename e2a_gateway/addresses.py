@@ -337,8 +337,14 @@ def only_agent(addresses: list[str]) -> str | None:
     first arrives); None when that leaves no single agent."""
     if len(addresses) == 1:
         return addresses[0]
-    senders = [a for a in addresses if a.rpartition("@")[0].lower() != "postmaster"]
+    senders = [a for a in addresses if not is_postmaster_inbox(a)]
     return senders[0] if len(senders) == 1 else None
+
+
+def is_postmaster_inbox(address: str) -> bool:
+    """Whether `address` is a postmaster inbox (`postmaster@…`), which `only_agent` leaves
+    aside."""
+    return address.rpartition("@")[0].lower() == "postmaster"
 
 
 class Mailbox(NamedTuple):

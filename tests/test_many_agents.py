@@ -3,6 +3,7 @@ agent of the account (nor a domain look-up per agent) on each request."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,6 +16,10 @@ from e2a_gateway.api.v1 import account as v1_account
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.clock import utc_now
 from e2a_gateway.dashboard import agents as dashboard_agents
+from e2a_gateway.dashboard import review as dashboard_review
+from e2a_gateway.mcp.in_process import OperationsPort
+from e2a_gateway.mcp.toolkit import CHOOSING_PAGE
+from e2a_gateway.mcp.tools import TOOLS_BY_NAME, ToolCaller, call_tool
 from e2a_gateway.storage.base import Domain
 from e2a_gateway.storage.sql.transaction import Transaction
 from tests.test_dashboard import sign_in
@@ -30,6 +35,7 @@ class Reads:
 
     statements: int = 0
     agent_rows: list[int] = field(default_factory=list)
+    domain_rows: list[int] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -43,6 +49,8 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[Reads]:
         rows = original_all(self, query, *args, **kwargs)
         if re.search(r"\bFROM agents\b", query):
             seen.agent_rows.append(len(rows))
+        if re.search(r"\bFROM domains\b", query):
+            seen.domain_rows.append(len(rows))
         return rows
 
     def counted_first(self: Transaction, *args: Any, **kwargs: Any) -> Any:
@@ -191,3 +199,96 @@ def test_an_export_counts_each_domain_s_agents_in_one_pass(
     view = v1_account.export_view(head, "usr_1", "agents.test", {})
     assert [d["agent_count"] for d in view["domains"]] == [agents // domains] * domains
     assert _Row.reads <= 3 * agents, _Row.reads  # not a pass over the agents per domain
+
+
+async def test_a_send_naming_no_sender_reads_two_agents(
+    running: RunningGateway, make_account: Any, reads: Reads
+) -> None:
+    account = await make_account("owner@example.com")
+    await _many_agents(running, account)
+    body = {"to": ["x@example.org"], "subject": "s", "body": "b"}
+    reads.agent_rows = []
+    refused = await account.http.post("/api/v1/send", json=body)
+    assert refused.status_code == 400 and f"{AGENTS} agents" in refused.text, refused.text
+    assert max(reads.agent_rows, default=0) <= 2, reads.agent_rows
+
+
+async def test_the_only_agent_beside_a_postmaster_inbox_sends(
+    running: RunningGateway, make_account: Any
+) -> None:
+    account = await make_account("owner@example.com")
+    storage = running.gateway.storage
+    user = await storage.first_user()
+    assert user is not None
+    await storage.add_domain(Domain(user.id, DOMAIN, "token", False, utc_now(), None))
+    await storage.mark_domain_verified(user.id, DOMAIN, utc_now())
+    for address in (f"postmaster@{DOMAIN}", f"bot@{DOMAIN}", f"postmaster@other.{DOMAIN}"):
+        await storage.add_agent(make_agent(user.id, address))
+    body = {"to": ["x@example.org"], "subject": "s", "body": "b"}
+    sent = await account.http.post("/api/v1/send", json=body)
+    assert "invalid_from" not in sent.text  # sent, or kept as failed for want of a relay
+    message_id = re.search(r"msg_[0-9a-f]+", sent.text)
+    assert message_id, sent.text
+    tried = (await account.http.get(f"/api/v1/messages/{message_id.group()}")).json()
+    assert tried["agent_id"] == f"bot@{DOMAIN}"
+
+
+async def test_an_mcp_tool_naming_no_agent_reads_a_page_of_agents(
+    running: RunningGateway, make_account: Any, reads: Reads
+) -> None:
+    account = await make_account("owner@example.com")
+    addresses = await _many_agents(running, account)
+    caller = ToolCaller(OperationsPort(running.gateway, account.key))
+    reads.agent_rows = []
+    result = await call_tool(TOOLS_BY_NAME["list_messages"], caller, {})
+    assert result.is_error
+    message = json.dumps(result.structured_content, ensure_ascii=False)
+    assert addresses[-1] in message and addresses[-2] in message and "…" in message, message
+    assert addresses[0] not in message
+    assert max(reads.agent_rows, default=0) <= CHOOSING_PAGE + 1, reads.agent_rows
+
+
+async def test_the_outbound_filter_lists_agents_only_while_they_are_few(
+    running: RunningGateway,
+    make_account: Any,
+    reads: Reads,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    account = await make_account("owner@example.com")
+    addresses = await _many_agents(running, account)
+    async with httpx.AsyncClient(base_url=running.addresses.http_url, timeout=10) as browser:
+        await sign_in(browser, account.key)
+        few = (await browser.get("/outbound")).text
+        assert all(f'<option value="{address}"' in few for address in addresses)
+        monkeypatch.setattr(dashboard_review, "AGENT_CHOICES", 5)
+        reads.agent_rows = []
+        many = await browser.get("/outbound", params={"agent": addresses[0]})
+        assert many.status_code == 200
+        assert '<option value="bot' not in many.text
+        assert f'<input id="agent" name="agent" type="email" value="{addresses[0]}"' in many.text
+        assert max(reads.agent_rows, default=0) <= 6, reads.agent_rows
+
+
+async def test_a_page_of_domains_reads_that_page(
+    running: RunningGateway, make_account: Any, reads: Reads
+) -> None:
+    account = await make_account("owner@example.com")
+    await _many_agents(running, account)
+    storage = running.gateway.storage
+    user = await storage.first_user()
+    assert user is not None
+    names = [f"d{i:02d}.example" for i in range(AGENTS)]
+    for name in names:
+        await storage.add_domain(Domain(user.id, name, "token", False, utc_now(), None))
+    listed: dict[str, int] = {}
+    cursor: str | None = None
+    for _ in range(AGENTS + 1):
+        reads.domain_rows = []
+        params = {"limit": 5, **({"cursor": cursor} if cursor else {})}
+        answer = (await account.http.get("/v1/domains", params=params)).json()
+        listed |= {item["domain"]: item["agent_count"] for item in answer["items"]}
+        assert max(reads.domain_rows) <= 6, reads.domain_rows
+        cursor = answer["next_cursor"]
+        if cursor is None:
+            break
+    assert listed == {DOMAIN: AGENTS, **dict.fromkeys(names, 0)}

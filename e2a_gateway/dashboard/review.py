@@ -11,7 +11,7 @@ from quart import Response, request
 from e2a_gateway.dashboard.auth import Session, requires_session
 from e2a_gateway.dashboard.site import blueprint, done, page
 from e2a_gateway.operations import lifecycle, reviews
-from e2a_gateway.operations.agents import owned_agents
+from e2a_gateway.operations.agents import agent_page
 from e2a_gateway.operations.errors import NotFound, OperationError
 from e2a_gateway.operations.messages import decode_page_token, encode_page_token
 from e2a_gateway.operations.requests import parse_request
@@ -169,6 +169,22 @@ async def reject(session: Session, message_id: str) -> Response:
     return done("dashboard.approvals", "rejected")
 
 
+AGENT_CHOICES = 100
+"""Most agents the outbound page's agent filter offers as a list; an account with more types
+the address instead."""
+
+
+async def _agent_choices(session: Session) -> list[str] | None:
+    """The addresses the outbound page's agent filter offers, in order; None when the account
+    has more than AGENT_CHOICES (read no further than that)."""
+    found = await agent_page(
+        current_gateway(), session.caller, AGENT_CHOICES + 1, None, trashed=False
+    )
+    if len(found) > AGENT_CHOICES:
+        return None
+    return sorted(entry.agent.email for entry in found)
+
+
 @blueprint.get("/outbound")
 @requires_session
 async def outbound(session: Session) -> Response:
@@ -193,7 +209,7 @@ async def outbound(session: Session) -> Response:
         statuses=lifecycle.STATES,
         shown=status,
         agent_filter=agent_filter or "",
-        agents=await owned_agents(gateway, session.caller),
+        agents=await _agent_choices(session),
         page_size=HISTORY_PAGE_SIZE,
         next_page=next_page,
     )

@@ -116,7 +116,6 @@ from e2a_gateway.v1 import (
     DeploymentInfo,
     Domain,
     E2AApiError,
-    ListAgentsResponse,
     ListDomainsResponse,
     ListPendingMessagesResponse,
     MessageList,
@@ -267,11 +266,6 @@ class OperationsPort:
     async def get_account(self) -> dict[str, Any]:
         """Who the key speaks for: its scope, bound agent, user, caps and usage."""
         return await self._run_v1(account_view)
-
-    async def list_agents(self) -> ListAgentsResponse:
-        """The caller's agents."""
-        entries = await self._run(agents.list_agents)
-        return ListAgentsResponse(agents=[_agent(entry) for entry in entries])
 
     async def get_agent(self, email: str) -> Agent:
         """One of the caller's agents."""

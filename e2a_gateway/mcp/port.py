@@ -18,7 +18,6 @@ from e2a_gateway.v1 import (
     Attachment,
     DeploymentInfo,
     Domain,
-    ListAgentsResponse,
     ListDomainsResponse,
     ListPendingMessagesResponse,
     MessageList,
@@ -42,10 +41,6 @@ class GatewayPort(Protocol):
     async def get_account(self) -> dict[str, Any]:
         """Who the key speaks for, as `/v1` shows it: its `scope` (`account` or `agent`), the
         agent an agent key is bound to (`agent_email`), the user, caps and usage."""
-        ...
-
-    async def list_agents(self) -> ListAgentsResponse:
-        """The caller's agents."""
         ...
 
     async def get_agent(self, email: str) -> Agent:

@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from e2a_gateway.addresses import only_agent
+from e2a_gateway.addresses import is_postmaster_inbox, only_agent
 from e2a_gateway.mcp.bounds import MAX_ANSWER_BYTES, fitted
 from e2a_gateway.mcp.port import GatewayPort
 from e2a_gateway.mcp.tiers import E2A_ANNOTATIONS
@@ -47,6 +47,8 @@ MAX_ERROR_MESSAGE_CHARS = 500
 """Longer error messages are cut: a refusal can echo what the caller sent."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 AGENT_ARGUMENTS = ("email", "agent_email")
+CHOOSING_PAGE = 10
+"""Agents read a page at a time to learn whether a key has only one (`ToolCaller._agents`)."""
 """The names a tool's agent argument goes by (e2a's current one first); `agent` is this
 gateway's earlier one, named only by the tools that take no other."""
 _agent_argument: ContextVar[tuple[str, ...]] = ContextVar("agent_argument", default=())
@@ -114,7 +116,7 @@ class ToolCaller:
         bound = await self.bound_agent()
         if bound:
             return bound
-        agents = await self._agents()
+        agents, more = await self._agents()
         only = only_agent(agents)
         if only is not None:
             return only
@@ -125,8 +127,9 @@ class ToolCaller:
             )
         names = _agent_argument.get()
         choose = f"pass {' or '.join(names)} (one of them), " if names else ""
+        among = ", ".join(agents) + (", …" if more else "")
         raise ToolFailure(
-            f"this API key has {len(agents)} agents ({', '.join(agents)}): {choose}set "
+            f"this API key has several agents ({among}): {choose}set "
             "E2A_AGENT_EMAIL (the X-E2A-Agent-Email header), or use an agent-scoped key, which "
             "resolves the agent for you; list_agents shows your agents"
         )
@@ -139,10 +142,30 @@ class ToolCaller:
         bound = await self.bound_agent()
         if bound:
             return bound
-        return only_agent(await self._agents())
+        return only_agent((await self._agents())[0])
 
-    async def _agents(self) -> list[str]:
-        return [a.email for a in (await self.port.list_agents()).agents if a.email]
+    async def _agents(self) -> tuple[list[str], bool]:
+        """The key's agents, newest first, as far as it takes to learn whether one is the only
+        sender (`only_agent`): all of them while at most one is no postmaster inbox, else up
+        to the second that is none; and whether more were left unread. An account of
+        thousands of agents costs a page of CHOOSING_PAGE, not all of them."""
+        seen: list[str] = []
+        senders = 0
+        cursor: str | None = None
+        while True:
+            query: dict[str, Any] = {"limit": CHOOSING_PAGE}
+            if cursor:
+                query["cursor"] = cursor
+            page = await self.port.list_agent_page(query)
+            items = [str(item["email"]) for item in page["items"]]
+            cursor = page.get("next_cursor")
+            for place, address in enumerate(items, 1):
+                seen.append(address)
+                senders += not is_postmaster_inbox(address)
+                if senders == 2:
+                    return seen, place < len(items) or bool(cursor)
+            if not cursor:
+                return seen, False
 
 
 def either(arguments: BaseModel, *names: str) -> Any:

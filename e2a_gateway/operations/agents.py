@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from e2a_gateway.addresses import AddressError, check_slug, normalise_address
+from e2a_gateway.addresses import AddressError, check_slug, normalise_address, only_agent
 from e2a_gateway.clock import utc_now
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.hub import Revocation
@@ -112,6 +112,24 @@ async def owned_agents(gateway: Gateway, caller: Caller) -> list[Agent]:
     if caller.scope == "account":
         return await gateway.storage.list_agents(caller.user_id)
     return await _bound_agent(gateway, caller, trashed=False)
+
+
+async def only_sender(gateway: Gateway, caller: Caller) -> Agent | None:
+    """The agent a request naming none acts as (`only_agent`): the caller's only agent, or
+    the one beside postmaster inboxes; None when there is no such single agent. Reads two
+    agents at most, however many the account has."""
+    if caller.scope != "account":
+        return next(iter(await _bound_agent(gateway, caller, trashed=False)), None)
+    found = await gateway.storage.agents_postmaster_last(caller.user_id, 2)
+    chosen = only_agent([agent.email for agent in found])
+    return next((agent for agent in found if agent.email == chosen), None)
+
+
+async def agent_count(gateway: Gateway, caller: Caller) -> int:
+    """How many agents in service the caller may act as, counted in the database."""
+    if caller.scope != "account":
+        return len(await _bound_agent(gateway, caller, trashed=False))
+    return sum((await gateway.storage.agents_per_domain(caller.user_id, with_trash=False)).values())
 
 
 async def _bound_agent(gateway: Gateway, caller: Caller, *, trashed: bool) -> list[Agent]:

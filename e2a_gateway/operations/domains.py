@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Collection
 from urllib.parse import urlsplit
 
 from e2a_gateway.addresses import (
@@ -56,6 +57,15 @@ async def list_domains(gateway: Gateway, caller: Caller) -> list[Domain]:
     """Every domain of the caller."""
     caller.require_account("manage domains")
     return await gateway.storage.list_domains(caller.user_id)
+
+
+async def domain_page(
+    gateway: Gateway, caller: Caller, limit: int, after: tuple[str, str] | None
+) -> list[Domain]:
+    """Up to `limit` of the caller's domains, newest first by (created_at, domain), after
+    `after`: that page read alone."""
+    caller.require_account("manage domains")
+    return await gateway.storage.domain_page(caller.user_id, limit, after)
 
 
 async def register_domain(
@@ -157,10 +167,13 @@ async def get_domain(gateway: Gateway, caller: Caller, name: str) -> Domain:
     return domain
 
 
-async def agents_on_domain(gateway: Gateway, caller: Caller) -> dict[str, int]:
-    """How many of the caller's agents (in service or in the trash) each domain holds."""
+async def agents_on_domains(
+    gateway: Gateway, caller: Caller, domains: Collection[str]
+) -> dict[str, int]:
+    """How many of the caller's agents (in service or in the trash) each of `domains` holds
+    (those holding none are left out)."""
     caller.require_account("manage domains")
-    return await gateway.storage.agents_per_domain(caller.user_id, with_trash=True)
+    return await gateway.storage.agents_per_domain(caller.user_id, with_trash=True, domains=domains)
 
 
 async def remove_domain(gateway: Gateway, caller: Caller, name: str) -> None:

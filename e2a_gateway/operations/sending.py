@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol, TypedDict
 import trio
 from pydantic import Field
 
-from e2a_gateway.addresses import Mailbox, format_mailbox, only_agent
+from e2a_gateway.addresses import Mailbox, format_mailbox
 from e2a_gateway.charsets import without_nul
 from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.events import blocked_send_event
@@ -37,7 +37,7 @@ from e2a_gateway.inbound.parse import (
 )
 from e2a_gateway.local_delivery import is_operator_mailbox_here
 from e2a_gateway.operations import idempotency, lifecycle, templates, unsubscribe
-from e2a_gateway.operations.agents import owned_agent, owned_agents
+from e2a_gateway.operations.agents import agent_count, only_sender, owned_agent
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.drafts import (
     MAX_RECIPIENTS,
@@ -293,16 +293,16 @@ async def _sender(gateway: Gateway, caller: Caller, requested: str | None) -> Ag
             raise Invalid(
                 "invalid_from", f"'from' must be one of your agents; {requested} is not"
             ) from None
-    agents = await owned_agents(gateway, caller)
-    chosen = only_agent([agent.email for agent in agents])
+    chosen = await only_sender(gateway, caller)
     if chosen is None:
+        count = await agent_count(gateway, caller)
         raise Invalid(
             "invalid_from",
             "give 'from': you have "
-            + ("no agents" if not agents else f"{len(agents)} agents")
+            + ("no agents" if not count else f"{count} agents")
             + ", so the sender cannot be chosen for you",
         )
-    return next(agent for agent in agents if agent.email == chosen)
+    return chosen
 
 
 def _send_limit_key(message: OutboundMessage) -> str:

@@ -1172,6 +1172,13 @@ class Directory(Protocol):
         """One of the user's domains, or None."""
         ...
 
+    async def domain_page(
+        self, user_id: str, limit: int, after: tuple[str, str] | None
+    ) -> list[Domain]:
+        """Up to `limit` of the user's domains, newest first by (created_at, domain), after
+        the position `after` when given."""
+        ...
+
     async def verified_among(self, user_id: str, domains: Collection[str]) -> set[str]:
         """Which of `domains` the user holds verified (one query, however many are asked)."""
         ...
@@ -1203,6 +1210,11 @@ class Directory(Protocol):
         """The user's agents in service (or, `trashed`, those in the trash), oldest first."""
         ...
 
+    async def agents_postmaster_last(self, user_id: str, limit: int) -> list[Agent]:
+        """Up to `limit` of the user's agents in service, oldest first, postmaster inboxes
+        (`postmaster@…`) after all others: two tell whether one agent is the only sender."""
+        ...
+
     async def agent_page(
         self, user_id: str, limit: int, after: tuple[str, str] | None, *, trashed: bool = False
     ) -> list[Agent]:
@@ -1210,9 +1222,12 @@ class Directory(Protocol):
         first by (created_at, email), after the position `after` when given."""
         ...
 
-    async def agents_per_domain(self, user_id: str, *, with_trash: bool) -> dict[str, int]:
+    async def agents_per_domain(
+        self, user_id: str, *, with_trash: bool, domains: Collection[str] | None = None
+    ) -> dict[str, int]:
         """How many of the user's agents in service (and, `with_trash`, in the trash) each
-        domain holds, counted in the database; domains holding none are left out."""
+        domain holds (each of `domains` only, when given), counted in the database; domains
+        holding none are left out."""
         ...
 
     async def get_agent(self, user_id: str, email: str, *, trashed: bool = False) -> Agent | None:

@@ -104,13 +104,13 @@ async def list_domains(caller: Caller) -> dict[str, Any]:
     """listDomains: the caller's domains, newest first (account keys only)."""
     query = read_query(PageQuery)
     gateway = current_gateway()
-    owned = await domains.list_domains(gateway, caller)
-    counts = await domains.agents_on_domain(gateway, caller)
-    newest_first = sorted(owned, key=_position, reverse=True)
+    counts: dict[str, int] = {}
 
     async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[Domain]:
-        rows = [domain for domain in newest_first if after is None or _position(domain) < after]
-        return rows[:limit]
+        position = (str(after[0]), str(after[1])) if after else None
+        rows = await domains.domain_page(gateway, caller, limit, position)
+        counts.update(await domains.agents_on_domains(gateway, caller, [d.domain for d in rows]))
+        return rows
 
     def render(domain: Domain) -> dict[str, Any]:
         return domain_view(gateway, domain, counts.get(domain.domain, 0))
@@ -126,7 +126,9 @@ async def register_domain(caller: Caller) -> tuple[dict[str, Any], int]:
     body = await read_json(RegisterDomainBody)
     gateway = current_gateway()
     domain = await domains.register_domain(gateway, caller, body.domain, again_is_kept=True)
-    agents = (await domains.agents_on_domain(gateway, caller)).get(domain.domain, 0)
+    agents = (await domains.agents_on_domains(gateway, caller, [domain.domain])).get(
+        domain.domain, 0
+    )
     return domain_view(gateway, domain, agents), 201
 
 
@@ -136,7 +138,7 @@ async def get_domain(caller: Caller, name: str) -> dict[str, Any]:
     """getDomain."""
     gateway = current_gateway()
     domain = await domains.get_domain(gateway, caller, name)
-    counts = await domains.agents_on_domain(gateway, caller)
+    counts = await domains.agents_on_domains(gateway, caller, [domain.domain])
     return domain_view(gateway, domain, counts.get(domain.domain, 0))
 
 

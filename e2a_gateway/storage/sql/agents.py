@@ -9,6 +9,7 @@ webhook jobs (which wait while it is in the trash) on.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
 from e2a_gateway.clock import parse_timestamp
@@ -158,6 +159,19 @@ class AgentsSql(Runner):
         )
         return [decode_agent(row) for row in rows]
 
+    async def agents_postmaster_last(self, user_id: str, limit: int) -> list[Agent]:
+        """Up to `limit` of the user's agents in service, oldest first, postmaster inboxes
+        (`postmaster@…`) after all others."""
+        rows = await self._read(
+            lambda tx: tx.all(
+                f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? AND {_in_trash(False)} "
+                "ORDER BY CASE WHEN lower(email) LIKE 'postmaster@%' THEN 1 ELSE 0 END, "
+                "created_at, email LIMIT ?",
+                (user_id, limit),
+            )
+        )
+        return [decode_agent(row) for row in rows]
+
     async def agent_page(
         self, user_id: str, limit: int, after: Position | None, *, trashed: bool = False
     ) -> list[Agent]:
@@ -173,15 +187,22 @@ class AgentsSql(Runner):
         )
         return [decode_agent(row) for row in rows]
 
-    async def agents_per_domain(self, user_id: str, *, with_trash: bool) -> dict[str, int]:
+    async def agents_per_domain(
+        self, user_id: str, *, with_trash: bool, domains: Collection[str] | None = None
+    ) -> dict[str, int]:
         """How many of the user's agents in service (and, `with_trash`, in the trash) each
-        domain holds; domains holding none are left out."""
+        domain holds (each of `domains` only, when given); domains holding none are left
+        out."""
         in_service = "" if with_trash else f"AND {_in_trash(False)} "
+        wanted = () if domains is None else tuple(sorted(set(domains)))
+        if domains is not None and not wanted:
+            return {}
+        among = f"AND domain IN ({', '.join('?' * len(wanted))}) " if wanted else ""
         rows = await self._read(
             lambda tx: tx.all(
-                f"SELECT domain, COUNT(*) FROM agents WHERE user_id = ? {in_service}"
+                f"SELECT domain, COUNT(*) FROM agents WHERE user_id = ? {in_service}{among}"
                 "GROUP BY domain",
-                (user_id,),
+                (user_id, *wanted),
             )
         )
         return {domain: int(count) for domain, count in rows}

@@ -12,6 +12,7 @@ from typing import Any
 
 from e2a_gateway.storage.base import AlreadyExists, Domain, InUse
 from e2a_gateway.storage.rows import DOMAIN_COLUMNS, decode_domain, domain_params
+from e2a_gateway.storage.sql.keyset import Position, after_newest_first
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 
@@ -57,6 +58,19 @@ class DomainsSql(Runner):
                 f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = ? "
                 "ORDER BY created_at, domain",
                 (user_id,),
+            )
+        )
+        return [decode_domain(row) for row in rows]
+
+    async def domain_page(self, user_id: str, limit: int, after: Position | None) -> list[Domain]:
+        """Up to `limit` of the user's domains, newest first by (created_at, domain), after
+        `after`."""
+        position, params = after_newest_first(after, "created_at", "domain")
+        rows = await self._read(
+            lambda tx: tx.all(
+                f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = ? {position} "
+                "ORDER BY created_at DESC, domain DESC LIMIT ?",
+                (user_id, *params, limit),
             )
         )
         return [decode_domain(row) for row in rows]
