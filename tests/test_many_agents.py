@@ -109,6 +109,14 @@ async def test_domain_and_account_counts_read_no_agent_rows(
     assert one["agent_count"] == AGENTS
     assert usage["agents"] == AGENTS
     assert max(reads.agent_rows, default=0) <= 1, reads.agent_rows
+    storage = running.gateway.storage
+    user = await storage.first_user()
+    assert user is not None
+    for i in range(3):
+        await storage.add_domain(Domain(user.id, f"d{i}.example", "token", False, utc_now(), None))
+    reads.domain_rows = []
+    assert (await account.http.get("/v1/account")).json()["usage"]["domains"] == 4
+    assert max(reads.domain_rows, default=0) <= 1, reads.domain_rows
 
 
 async def test_a_webhook_filter_checks_only_the_agents_it_names(

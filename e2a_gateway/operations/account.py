@@ -33,10 +33,9 @@ async def account_usage(gateway: Gateway, caller: Caller) -> dict[str, int]:
     """What the caller's whole account uses (whatever the key's scope, as e2a counts it): its
     agents in service and its domains. Messages and storage are not metered here (0)."""
     agents = await gateway.storage.agents_per_domain(caller.user_id, with_trash=False)
-    owned_domains = await gateway.storage.list_domains(caller.user_id)
     return {
         "agents": sum(agents.values()),
-        "domains": len(owned_domains),
+        "domains": await gateway.storage.count_domains(caller.user_id),
         "messages_month": 0,
         "storage_bytes": 0,
     }

@@ -1172,6 +1172,11 @@ class Directory(Protocol):
         """One of the user's domains, or None."""
         ...
 
+    async def count_domains(self, user_id: str) -> int:
+        """How many domains the user has registered, verified or not, counted in the
+        database."""
+        ...
+
     async def domain_page(
         self, user_id: str, limit: int, after: tuple[str, str] | None
     ) -> list[Domain]:

@@ -62,6 +62,13 @@ class DomainsSql(Runner):
         )
         return [decode_domain(row) for row in rows]
 
+    async def count_domains(self, user_id: str) -> int:
+        """How many domains the user has registered, verified or not."""
+        row = await self._read(
+            lambda tx: tx.first("SELECT COUNT(*) FROM domains WHERE user_id = ?", (user_id,))
+        )
+        return int(row[0]) if row else 0
+
     async def domain_page(self, user_id: str, limit: int, after: Position | None) -> list[Domain]:
         """Up to `limit` of the user's domains, newest first by (created_at, domain), after
         `after`."""
