@@ -479,9 +479,9 @@ async def test_an_agent_or_message_deleted_for_good_leaves_only_the_events_log(
     await agent_key(running, alice, aide)
     user_id = str(query(url, "SELECT id FROM users WHERE email = ?", (alice.email,))[0][0])
     out_id = str(
-        query(url, "SELECT id FROM messages WHERE subject = 'Out' AND agent_email = ?", (aide,))[
+        query(url, "SELECT id FROM messages WHERE subject = 'Out' AND agent_email = ?", (aide,))[0][
             0
-        ][0]
+        ]
     )
     await running.gateway.storage.add_unsubscribe_token("aide-link", user_id, aide, "y@x.org", 0)
     # a hard bounce of the aide's mail: a suppression for every agent of the account
