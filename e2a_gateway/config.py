@@ -280,6 +280,20 @@ def proxy_networks(entries: list[str]) -> list[IpNetwork]:
     return networks
 
 
+def refuse_trusting_everyone(entries: list[str], proxy: str, forged: str) -> list[str]:
+    """`entries` (of `http.trusted_proxies` or `smtp.proxy_trusted_cidrs`) when each names
+    proxy networks and none trusts every peer (`0.0.0.0/0`, `::/0`, or the IPv4 block written
+    in IPv6); else ValueError saying how to fix it, `proxy` naming what to list instead and
+    `forged` what a client trusted that way could claim any address for."""
+    for entry, network in zip(entries, proxy_networks(entries), strict=True):
+        if network.prefixlen == 0:
+            raise ValueError(
+                f"{entry!r} trusts every peer, so anyone could claim any address for {forged} "
+                f"— list only the {proxy}'s own addresses, e.g. 10.0.0.5 or 10.0.0.0/24"
+            )
+    return entries
+
+
 class ListenSection(Section):
     """A section with a `listen = "host:port"` key."""
 
@@ -358,14 +372,7 @@ class SmtpSettings(ListenSection):
     @field_validator("proxy_trusted_cidrs")
     @classmethod
     def _check_proxy_trusted_cidrs(cls, value: list[str]) -> list[str]:
-        for entry, network in zip(value, proxy_networks(value), strict=True):
-            if network.prefixlen == 0:
-                raise ValueError(
-                    f"{entry!r} trusts every peer, so anyone could claim any address for SPF, "
-                    "the limits and the logs — list only the load balancer's own addresses, "
-                    "e.g. 10.0.0.5 or 10.0.0.0/24"
-                )
-        return value
+        return refuse_trusting_everyone(value, "load balancer", "SPF, the limits and the logs")
 
     @property
     def proxy_trusted_networks(self) -> list[IpNetwork]:
@@ -433,8 +440,7 @@ class HttpSettings(ListenSection):
     @field_validator("trusted_proxies")
     @classmethod
     def _check_trusted_proxies(cls, value: list[str]) -> list[str]:
-        proxy_networks(value)
-        return value
+        return refuse_trusting_everyone(value, "reverse proxy", "the limits and the logs")
 
     @property
     def trusted_networks(self) -> list[IpNetwork]:

@@ -104,6 +104,10 @@ def test_env_overrides_file(tmp_path: Path) -> None:
         ('[smtp]\nproxy_trusted_cidrs = ["0.0.0.0/0"]\n', {}, "'0.0.0.0/0' trusts every peer"),
         ("", {"E2A_SMTP_PROXY_TRUSTED_CIDRS": "::/0"}, "list only the load balancer's own"),
         ("", {"E2A_SMTP_PROXY_TRUSTED_CIDRS": "::ffff:0.0.0.0/96"}, "trusts every peer"),
+        # trusting every peer lets any client forge its address (limits, logs): refused too
+        ('[http]\ntrusted_proxies = ["0.0.0.0/0"]\n', {}, "'0.0.0.0/0' trusts every peer"),
+        ("", {"E2A_HTTP_TRUSTED_PROXIES": "10.0.0.1,::/0"}, "list only the reverse proxy's own"),
+        ("", {"E2A_HTTP_TRUSTED_PROXIES": "::ffff:0.0.0.0/96"}, "http.trusted_proxies"),
         ("[http]\nmax_request_bytes = 100\n", {}, "http.max_request_bytes"),
         ('[smtp]\nhostname = "mx example.com"\n', {}, "smtp.hostname"),
         ("", {"E2A_SMTP_HOSTNAME": "."}, "such as mx.example.com"),
