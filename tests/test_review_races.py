@@ -1,7 +1,8 @@
 """Reviews racing each other over real HTTP: approve against reject, a double-clicked approve,
 an edited approval against a plain one, and an approval against the expiry sweep at the
-deadline. Exactly one review wins, the others get 409, and the relay (an aiosmtpd sink on
-127.0.0.1) receives the held message at most once, as the winner left it."""
+deadline, and the notice's magic link against the API. Exactly one review wins, the others
+get 409 (the link's page says the message was already resolved), and the relay (an aiosmtpd
+sink on 127.0.0.1) receives the held message at most once, as the winner left it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import trio
 
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
+from e2a_gateway.signing.magic_links import Action
 from e2a_gateway.storage.base import NotPending
 from tests.conftest import Account
 from tests.delivery_support import expiry_sweeps_paused, wait_until
@@ -32,6 +34,7 @@ from tests.test_approvals import (
     job_kinds,
     relay_settings,
     stored_row,
+    token_for,
 )
 
 __all__ = ["relay_port", "sink"]  # fixtures
@@ -67,16 +70,13 @@ Request = tuple[str, dict[str, Any], dict[str, str]]
 
 async def at_once(http: httpx.AsyncClient, *requests: Request) -> list[httpx.Response]:
     """POST `requests` concurrently; their answers in the order given."""
-    answers: dict[int, httpx.Response] = {}
-
-    async def one(index: int, path: str, body: dict[str, Any], headers: dict[str, str]) -> None:
-        answers[index] = await http.post(path, json=body, headers=headers)
-
     with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            for index, (path, body, headers) in enumerate(requests):
-                nursery.start_soon(one, index, path, body, headers)
-    return [answers[index] for index in range(len(requests))]
+        return await calls_at_once(
+            *(
+                partial(http.post, path, json=body, headers=headers)
+                for path, body, headers in requests
+            )
+        )
 
 
 async def copies_arrived(sink: Sink, count: int) -> None:
@@ -180,6 +180,74 @@ async def test_an_edited_approval_racing_a_plain_one_sends_one_version(
         assert subject == ("Edited by the reviewer" if winner is edited else message.subject)
     await trio.sleep(0.5)
     assert len(copies_sent(sink)) == ROUNDS
+
+
+@pytest.mark.parametrize(
+    ("approve_path", "reject_path"),
+    [
+        ("/api/v1/messages/{}/approve", "/api/v1/messages/{}/reject"),
+        ("/v1/reviews/{}/approve", "/v1/reviews/{}/reject"),
+    ],
+)
+async def test_the_magic_link_racing_the_api_resolves_once(
+    running: RunningGateway,
+    owner: Owner,
+    sink: Sink,
+    anonymous: httpx.AsyncClient,
+    approve_path: str,
+    reject_path: str,
+) -> None:
+    """The notice's link posted (approve, or reject on alternate rounds) while the owner
+    approves and rejects over the API: one of the three wins; the others are refused, the
+    API's with 409, the link's with its page saying the message is no longer awaiting
+    approval; the message is sent once when an approval won, never otherwise."""
+    http = owner.account.http
+    sent = 0
+    for round_ in range(ROUNDS):
+        link_action: Action = "reject" if round_ % 2 else "approve"
+        deadline = time.time() + 3600
+        message = await add_pending(running.gateway, owner, deadline)
+        token = await token_for(running.gateway, owner, message.id, link_action, deadline)
+        with trio.fail_after(20):
+            link, approve, reject = await calls_at_once(
+                partial(anonymous.post, f"/api/v1/{link_action}", data={"token": token}),
+                partial(http.post, approve_path.format(message.id), json={}),
+                partial(http.post, reject_path.format(message.id), json={}),
+            )
+        answers = [link, approve, reject]
+        winners = [answer for answer in answers if answer.status_code in (200, 202)]
+        assert len(winners) == 1, [(a.status_code, a.text[:300]) for a in answers]
+        for answer in (approve, reject):
+            if answer not in winners:
+                assert answer.status_code == 409, answer.text
+                assert "pending" in answer.json()["error"]["message"], answer.text
+        if link not in winners:
+            assert link.status_code == 409, link.text
+            assert "Already resolved" in link.text, link.text
+        approved = approve in winners or (link in winners and link_action == "approve")
+        status = await settled(running, message.id)
+        if approved:
+            assert status in ("sent", "failed"), status
+            sent += 1
+            await copies_arrived(sink, sent)
+        else:
+            assert status == "rejected", status
+            assert job_kinds(running.gateway.settings, message.id).count("outbound") == 0
+    await trio.sleep(0.5)  # no late second copy
+    assert len(copies_sent(sink)) == sent
+
+
+async def calls_at_once(*calls: Callable[[], Awaitable[httpx.Response]]) -> list[httpx.Response]:
+    """Make `calls` concurrently; their answers in the order given."""
+    answers: dict[int, httpx.Response] = {}
+
+    async def one(index: int) -> None:
+        answers[index] = await calls[index]()
+
+    async with trio.open_nursery() as nursery:
+        for index in range(len(calls)):
+            nursery.start_soon(one, index)
+    return [answers[index] for index in range(len(calls))]
 
 
 @pytest.mark.parametrize("expiration", ["reject", "approve"])
