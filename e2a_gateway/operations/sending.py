@@ -14,7 +14,7 @@ import base64
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from html import escape
 from typing import Any, Literal, Protocol, TypedDict
@@ -554,14 +554,37 @@ async def _submit(gateway: Gateway, message: OutboundMessage) -> Submission:
     status, error = message.status, None
     if lifecycle.awaits_review(status):
         return Submission(message, status)
-    with trio.move_on_after(SEND_WAIT_SECONDS):
-        while status in lifecycle.AWAITING_HAND_OFF and error is None:
-            await trio.sleep(SEND_POLL_SECONDS)
-            current = await gateway.storage.get_outbound(message.user_id, message.id)
-            if current is not None:
-                status, error = current.status, current.send_error
+    status, error = await _first_hand_off(
+        gateway, message, status, error, lifecycle.AWAITING_HAND_OFF, SEND_WAIT_SECONDS
+    )
     _refuse_failed(message, status, error)
     return Submission(message, status)
+
+
+async def _first_hand_off(
+    gateway: Gateway,
+    message: OutboundMessage,
+    status: OutboundStatus,
+    error: str | None,
+    waiting: Collection[str],
+    seconds: float,
+) -> tuple[OutboundStatus, str | None]:
+    """The status and send error of the stored `message` (now `status`, `error`) once its first
+    hand-off attempt has an outcome — it leaves the `waiting` statuses, or an error is recorded
+    while it stays — or once `seconds` have passed. NotFound as soon as the message is gone:
+    its agent was deleted for good (its mail with it) while the request waited."""
+    with trio.move_on_after(seconds):
+        while status in waiting and error is None:
+            await trio.sleep(SEND_POLL_SECONDS)
+            current = await gateway.storage.get_outbound(message.user_id, message.id)
+            if current is None:
+                raise NotFound(
+                    "not_found",
+                    f"message {message.id} is gone: it was deleted with its agent "
+                    f"{message.agent_email} while this request waited for its hand-off",
+                )
+            status, error = current.status, current.send_error
+    return status, error
 
 
 def _refuse_failed(message: OutboundMessage, status: OutboundStatus, error: str | None) -> None:
@@ -1007,12 +1030,9 @@ async def await_handoff(gateway: Gateway, submission: Submission) -> Submission:
     status, error = submission.status, submission.error
     if lifecycle.awaits_review(status):
         return submission
-    with trio.move_on_after(SENT_WAIT_SECONDS):
-        while status == QUEUED and error is None:
-            await trio.sleep(SEND_POLL_SECONDS)
-            current = await gateway.storage.get_outbound(message.user_id, message.id)
-            if current is not None:
-                status, error = current.status, current.send_error
+    status, error = await _first_hand_off(
+        gateway, message, status, error, (QUEUED,), SENT_WAIT_SECONDS
+    )
     return Submission(message, status, error)
 
 
