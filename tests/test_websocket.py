@@ -4,6 +4,7 @@ closing when access ends (agent, key or account gone), and the cap per API key."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import smtplib
@@ -1001,6 +1002,47 @@ async def test_a_reregistered_address_never_reaches_the_old_owners_socket(
         code, reason, heard = await closed_with(alices)
     assert frame["subject"] == "For Bob only"
     assert (code, reason, heard) == (1008, "the agent was deleted", [])
+
+
+@pytest.mark.parametrize("face", ["/api/v1", "/v1"])
+@pytest.mark.parametrize("permanent", ["true", "false"])
+async def test_a_socket_closes_at_once_when_its_agent_is_deleted_as_mail_arrives(
+    running: RunningGateway, alice: Account, permanent: str, face: str
+) -> None:
+    """Mail arriving over SMTP while the socket's agent is deleted, for good or to the trash:
+    the socket closes within CLOSE_SECONDS of the deletion's answer, as deleted, and any
+    frame before the close tells of mail its sender heard 250 for."""
+    for round_ in range(3):
+        agent = await create_agent(alice, f"leaving-{round_}")
+        accepted: list[bool] = []
+        deleted_at: list[float] = []
+
+        async def sending(agent: str, accepted: list[bool]) -> None:
+            with contextlib.suppress(smtplib.SMTPException):  # refused: the agent went first
+                await smtp_send(running.addresses.smtp_port, [agent], mail("Going"))
+                accepted.append(True)
+
+        async def deleting(agent: str, delay: float, deleted_at: list[float]) -> None:
+            await trio.sleep(delay)
+            params = {"confirm": "DELETE", "permanent": permanent}
+            deleted = await alice.http.delete(f"/v1/agents/{quote(agent, safe='')}", params=params)
+            assert deleted.status_code == 200, deleted.text
+            deleted_at.append(trio.current_time())
+
+        base = running.addresses.http_url.replace("http://", "ws://")
+        url = f"{base}{face}/agents/{quote(agent, safe='')}/ws"
+        headers = [("Authorization", f"Bearer {alice.key}")]
+        async with open_websocket_url(url, extra_headers=headers) as ws:
+            await assert_silent(ws, 0.05)
+            with trio.fail_after(WAIT):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(sending, agent, accepted)
+                    nursery.start_soon(deleting, agent, 0.005 * round_, deleted_at)
+            code, reason, heard = await closed_with(ws)
+            closed_after = trio.current_time() - deleted_at[0]
+        assert (code, reason) == (1008, "the agent was deleted")
+        assert closed_after < CLOSE_SECONDS
+        assert len(heard) <= len(accepted), (heard, accepted)
 
 
 async def test_revoking_a_key_closes_its_sockets_at_once_and_only_its_own(
