@@ -66,6 +66,10 @@ SHOWN_LENGTH = 100
 _ADDRESS_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 """What `lowercase_address` removes: ASCII controls but tab (a line break included)."""
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+DELIMITER_CHARACTERS = frozenset("+-_=#~^!$&*/?{|}`'")
+"""What a recipient delimiter (`smtp.recipient_delimiter`) may be made of: characters a
+dot-atom local part holds that are neither letters, digits nor `.` (which separates atoms), nor
+`%` (the old source-route hack)."""
 
 
 class AddressError(ValueError):

@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from e2a_gateway.addresses import DELIMITER_CHARACTERS
 from e2a_gateway.env_names import E2A_ALIASES, unknown_variable_warnings
 from e2a_gateway.networks import IpNetwork
 from e2a_gateway.redacted import redacted_url
@@ -363,6 +364,22 @@ class SmtpSettings(ListenSection):
     proxy_trusted_cidrs: list[str] = Field(default_factory=list)
     """Load balancers (addresses or CIDR blocks) whose connections begin with a PROXY protocol
     header naming the client (docs/smtp.md, "Behind a load balancer"); empty: none is read."""
+    recipient_delimiter: str = "+"
+    """Mail to `agent+tag@domain` reaches the agent `agent@domain` when no agent has the
+    tagged address (RFC 5233 subaddresses; docs/smtp.md, "Subaddresses"): the local part is cut
+    at the first of these characters. Empty: tagged addresses reach no agent."""
+
+    @field_validator("recipient_delimiter")
+    @classmethod
+    def _check_recipient_delimiter(cls, value: str) -> str:
+        odd = sorted(set(value) - DELIMITER_CHARACTERS)
+        if odd:
+            raise ValueError(
+                f"{''.join(odd)!r} cannot separate a tag from an address — use characters of "
+                f'{"".join(sorted(DELIMITER_CHARACTERS))!r} (usually "+"), or "" to turn '
+                "subaddresses off"
+            )
+        return value
 
     @field_validator("proxy_trusted_cidrs", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ from e2a_gateway.inbound.identity import delivered_message, identity_claim
 from e2a_gateway.inbound.parse import HeaderSummary, summarise_headers
 from e2a_gateway.inbound.pipeline import announce_stored, attachments_off_loop
 from e2a_gateway.inbound.postmaster import OPERATOR_MAILBOXES, is_own_hostname, postmaster_agent
+from e2a_gateway.inbound.subaddresses import agent_at
 from e2a_gateway.inbound.trace import local_received_field, return_path_field
 from e2a_gateway.mailauth.results import AuthResults
 from e2a_gateway.signing.credentials import derive_signing_secret
@@ -78,14 +79,21 @@ def is_operator_mailbox_here(gateway: Gateway, address: str) -> bool:
     return gateway.is_shared_domain(domain) or is_own_hostname(gateway.settings, domain)
 
 
+async def agent_here(gateway: Gateway, address: str) -> Agent | None:
+    """The agent of this deployment mail to `address` (normalised) reaches by its address,
+    a subaddress's tag cut by `smtp.recipient_delimiter` (`agent_at`); None when none does."""
+    delimiters = gateway.settings.smtp.recipient_delimiter
+    return await agent_at(gateway.storage, address, delimiters)
+
+
 async def local_recipient(gateway: Gateway, address: str) -> Agent | None:
     """The agent of this deployment that mail to `address` (normalised) is delivered to, as
-    the SMTP listener would deliver it: the agent at the address, else for an operator mailbox
-    here the agent that takes postmaster mail (the postmaster inbox is created if need be).
-    None: no agent here takes it.
+    the SMTP listener would deliver it: the agent at the address (or at the address without
+    its tag, `agent_at`), else for an operator mailbox here the agent that takes postmaster
+    mail (the postmaster inbox is created if need be). None: no agent here takes it.
 
     Raises NoPostmaster when no user could own the postmaster inbox."""
-    agent = await gateway.storage.find_agent(address)
+    agent = await agent_here(gateway, address)
     if agent is not None or not is_operator_mailbox_here(gateway, address):
         return agent
     return await postmaster_agent(gateway.settings, gateway.storage)

@@ -111,6 +111,20 @@ CASES = {
         b"<approvals+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA@mx.agents.test>", *NO_SUCH_AGENT
     ),
     "forged return path": Case(b"<bounces+forged@agents.test>", *NO_SUCH_AGENT),
+    # subaddresses (RFC 5233): a tag reaches the agent at the address without it, here only
+    "an agent's address with a tag": Case(b"<bot+github@agents.test>", 250, "2.1.5", BOT),
+    "a tag, mixed case": Case(b"<Bot+GitHub@Agents.Test>", 250, "2.1.5", BOT),
+    "a tag on no agent's address": Case(b"<nobody+github@agents.test>", *NO_SUCH_AGENT),
+    "an empty tag": Case(b"<bot+@agents.test>", 250, "2.1.5", BOT),
+    "a tag with no local part before it": Case(b"<+bot@agents.test>", *NO_SUCH_AGENT),
+    "a tag elsewhere": Case(b"<bot+github@other.example>", *RELAY_DENIED),
+    "a tag at the host name": Case(b"<bot+github@mx.agents.test>", *NO_SUCH_AGENT),
+    "a tag and a source route elsewhere": Case(
+        b"<@agents.test:bot+x@other.example>", *RELAY_DENIED
+    ),
+    "a tag holding the percent hack": Case(b"<bot+x%other.example@agents.test>", *NO_SUCH_AGENT),
+    "postmaster with a tag": Case(b"<postmaster+x@agents.test>", *NO_SUCH_AGENT),
+    "abuse with a tag at the host name": Case(b"<abuse+x@mx.agents.test>", *NO_SUCH_AGENT),
     # address literals are never ours
     "IPv4 literal": Case(b"<user@[127.0.0.1]>", *RELAY_DENIED),
     "IPv4 literal, an agent's local part": Case(b"<bot@[127.0.0.1]>", *RELAY_DENIED),

@@ -36,6 +36,7 @@ from e2a_gateway.inbound.postmaster import (
     postmaster_agent,
 )
 from e2a_gateway.inbound.returned_mail import ReturnedMail
+from e2a_gateway.inbound.subaddresses import agent_of_tagged
 from e2a_gateway.inbound.trace import (
     ClientNames,
     Hop,
@@ -134,8 +135,9 @@ class InboundMailSink:
         self._returned = ReturnedMail(gateway)
 
     async def check_recipient(self, mailbox: Mailbox) -> RecipientVerdict:
-        """ACCEPT a registered agent, postmaster on our domains and at `smtp.hostname`, and a
-        stored notice's reply address (`approvals+<token>@<smtp.hostname>`); UNKNOWN_USER for
+        """ACCEPT a registered agent (or a subaddress of one, `_agent_at`), postmaster on our
+        domains and at `smtp.hostname`, and a stored notice's reply address
+        (`approvals+<token>@<smtp.hostname>`); UNKNOWN_USER for
         anyone else on our domains and at that host, RELAY_DENIED elsewhere. A database that
         does not answer is RecipientNotChecked (the client hears 451)."""
         try:
@@ -165,8 +167,18 @@ class InboundMailSink:
             address = _normalised(mailbox.address)
         except AddressError:
             return RecipientVerdict.UNKNOWN_USER
-        agent = await self._gateway.storage.find_agent(address)
+        agent = await self._agent_at(address)
         return RecipientVerdict.ACCEPT if agent is not None else RecipientVerdict.UNKNOWN_USER
+
+    async def _agent_at(self, address: str) -> Agent | None:
+        """`agent_at` the normalised `address`, by `smtp.recipient_delimiter`, written out:
+        every RCPT asks it, and an address an agent holds must cost its one lookup only."""
+        storage = self._gateway.storage
+        agent = await storage.find_agent(address)
+        if agent is not None:
+            return agent
+        delimiters = self._gateway.settings.smtp.recipient_delimiter
+        return await agent_of_tagged(storage, address, delimiters)
 
     async def authenticate(self, envelope: Envelope, peer: str) -> AuthResults:
         """SPF, DKIM, DMARC and ARC of the message, within `dns.timeout_seconds`; temperror
@@ -463,12 +475,12 @@ class InboundMailSink:
         return list(agents.values())
 
     async def _recipient_agent(self, mailbox: Mailbox) -> Agent | None:
-        """The agent at an accepted address; for postmaster without one, the agent that takes
-        postmaster mail (`e2a_gateway.inbound.postmaster`). None: the agent was deleted since
-        RCPT."""
+        """The agent at an accepted address (`_agent_at`); for postmaster without one, the
+        agent that takes postmaster mail (`e2a_gateway.inbound.postmaster`). None: the agent
+        was deleted since RCPT."""
         storage = self._gateway.storage
         try:
-            agent = await storage.find_agent(_normalised(mailbox.address))
+            agent = await self._agent_at(_normalised(mailbox.address))
         except AddressError:  # postmaster at a host name of one label: no agent's address
             agent = None
         if agent is not None or not names_postmaster(mailbox):
@@ -557,8 +569,10 @@ def smtp_hop(
     now: float,
 ) -> Hop:
     """The Received line's facts for one DATA. It names its recipient (`for`) only when there
-    is one: the copies for several agents carry the same bytes, and no agent learns of the
-    others (Bcc included)."""
+    is one agent: the copies for several agents carry the same bytes, and no agent learns of the
+    others (Bcc included). The address named is the envelope's sole recipient as it was given
+    (normalised, a subaddress's tag kept: where an agent reads the tag it was mailed at, To
+    or Bcc), else the agent's own."""
     return Hop(
         helo=envelope.helo,
         client_ip=peer,
@@ -568,9 +582,19 @@ def smtp_hop(
             extended=envelope.extended, tls=envelope.tls, smtputf8=envelope.smtputf8
         ),
         queue_id=queue_id,
-        recipient=agents[0].email if len(agents) == 1 else None,
+        recipient=_sole_recipient(envelope, agents[0]) if len(agents) == 1 else None,
         when=now,
     )
+
+
+def _sole_recipient(envelope: Envelope, agent: Agent) -> str:
+    """The envelope's one recipient, normalised, when it has one; else `agent`'s address."""
+    if len(envelope.recipients) != 1:
+        return agent.email
+    try:
+        return _normalised(envelope.recipients[0].address)
+    except AddressError:  # postmaster without a domain
+        return agent.email
 
 
 def _delivered_form(

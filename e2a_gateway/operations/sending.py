@@ -35,7 +35,7 @@ from e2a_gateway.inbound.parse import (
     reply_recipients,
     summarise_headers,
 )
-from e2a_gateway.local_delivery import is_operator_mailbox_here
+from e2a_gateway.local_delivery import agent_here, is_operator_mailbox_here
 from e2a_gateway.operations import idempotency, lifecycle, templates, unsubscribe
 from e2a_gateway.operations.agents import agent_count, only_sender, owned_agent
 from e2a_gateway.operations.caller import Caller
@@ -397,7 +397,7 @@ async def _method(gateway: Gateway, recipients: list[str]) -> Literal["smtp", "l
     """`local` when every recipient is an agent of this deployment or an operator mailbox
     here (delivered to the agent that takes postmaster mail), else `smtp`."""
     for address in recipients:
-        here = await gateway.storage.find_agent(address) is not None
+        here = await agent_here(gateway, address) is not None
         if not (here or is_operator_mailbox_here(gateway, address)):
             return "smtp"
     return "local"
