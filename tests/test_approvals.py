@@ -344,6 +344,7 @@ async def verified_domain(running: RunningGateway, account: Account, domain: str
     [
         ("bot@agents.test", "bot"),  # the held agent's own inbox: it would approve itself
         ("desk@corp.example", "desk@corp.example"),  # another agent of the account
+        ("desk+review@corp.example", "desk@corp.example"),  # its subaddress reaches that agent
         ("nobody@agents.test", None),  # the shared domain: any agent may take it later
         ("postmaster@corp.example", None),  # the postmaster inbox, an agent too
         ("Abuse@corp.example", None),  # abuse reaches the postmaster inbox as well

@@ -22,6 +22,7 @@ from e2a_gateway.clock import format_timestamp
 from e2a_gateway.config import Settings
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.inbound.postmaster import OPERATOR_MAILBOXES, is_own_hostname
+from e2a_gateway.local_delivery import agent_here
 from e2a_gateway.operations import lifecycle
 from e2a_gateway.outbound.dkim_signing import sign_as_sender
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
@@ -182,7 +183,7 @@ async def lands_in_an_inbox_here(gateway: Gateway, address: str) -> bool:
     local, _, domain = normalised.rpartition("@")
     if gateway.is_shared_domain(domain) or is_own_hostname(gateway.settings, domain):
         return True
-    if await gateway.storage.find_agent(normalised) is not None:
+    if await agent_here(gateway, normalised) is not None:  # a tag reaches its agent too
         return True
     return local in OPERATOR_MAILBOXES and await gateway.storage.is_served_domain(domain)
 
