@@ -183,21 +183,16 @@ def _refusals(settings: Settings) -> list[str]:
             f"http.public_url: still the development default {DEVELOPMENT_PUBLIC_URL} — set it "
             "to the https:// address people reach this gateway at (magic links use it)"
         )
-    selftest_secret = settings.operators.selftest_secret
-    weakness = secret_weakness(selftest_secret) if selftest_secret else None
-    if weakness is not None:
-        problems.append(
-            f"operators.selftest_secret: {weakness} — use {MIN_SECRET_BYTES} random bytes' "
-            f"worth (64 hex digits), e.g. the output of `{GENERATE_SECRET}`, or leave it unset "
-            "to refuse GET /selftest"
-        )
-    metrics_token = settings.metrics.token
-    weakness = secret_weakness(metrics_token) if metrics_token else None
-    if weakness is not None:
-        problems.append(
-            f"metrics.token: {weakness} — use {MIN_SECRET_BYTES} random bytes' worth (64 hex "
-            f"digits), e.g. the output of `{GENERATE_SECRET}`"
-        )
+    for setting, token, unset in (
+        ("operators.selftest_secret", settings.operators.selftest_secret, "refuse GET /selftest"),
+        ("metrics.token", settings.metrics.token, "ask scrapers for none"),
+    ):
+        weakness = secret_weakness(token) if token else None
+        if weakness is not None:
+            problems.append(
+                f"{setting}: {weakness} — use {MIN_SECRET_BYTES} random bytes' worth (64 hex "
+                f"digits), e.g. the output of `{GENERATE_SECRET}`, or leave it unset to {unset}"
+            )
     relay = settings.outbound_smtp
     if relay.tls == "none" and (relay.username or relay.password):
         problems.append(
