@@ -12,6 +12,7 @@ import os
 import resource
 import shutil
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import closing
 from functools import partial
@@ -24,6 +25,7 @@ import trio
 from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.storage import sqlite as sqlite_backend
+from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.storage.sqlite import SqliteStorage
 from tests.conftest import make_settings
 from tests.test_storage import add_user, make_agent, make_message
@@ -195,3 +197,34 @@ async def test_log_files_deleted_under_the_gateway_are_noticed_copied_and_report
     with closing(sqlite3.connect(path)) as restarted:
         stored = restarted.execute("SELECT id FROM messages ORDER BY seq").fetchall()
     assert stored == [("msg_before",), ("msg_after",)]
+
+
+async def test_closing_waits_for_a_copy_of_the_log_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Storage closed (the gateway stopping, or a test taking the database away) while upkeep
+    copies the log in a worker thread: the close waits for the copy, which ends as it would
+    have, and upkeep then stops. Closing the connection under the thread crashed the
+    interpreter (a segmentation fault), or failed the copy on a closed connection."""
+    storage = SqliteStorage.open(str(tmp_path / "e2a.db"))
+    copying, copied = trio.Event(), []
+    token = trio.lowlevel.current_trio_token()
+    checkpoint = storage._checkpoint
+
+    def slow_checkpoint() -> None:
+        token.run_sync_soon(copying.set)
+        time.sleep(0.3)  # the close is asked for meanwhile
+        checkpoint()
+        copied.append(True)
+
+    monkeypatch.setattr(storage, "_checkpoint", slow_checkpoint)
+    caplog.set_level(logging.WARNING, logger="e2a")
+    with pytest.raises(ExceptionGroup) as stopped:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(storage.upkeep)
+            with trio.fail_after(WAIT_SECONDS):
+                await copying.wait()
+                await storage.close()
+            assert copied == [True]
+    assert stopped.group_contains(StorageUnavailable, match="is closed")
+    assert not warnings_saying(caplog, "write-ahead log"), caplog.text

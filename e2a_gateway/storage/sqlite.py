@@ -355,6 +355,9 @@ class SqliteStorage(SqlStorage):
         self._closed = False
         self._logged_since_checkpoint = False
         self._wake_upkeep: trio.Event | None = None
+        self._checkpointing = trio.Lock()
+        """Held while the checkpointer copies the log (in a worker thread): `close` waits for
+        it, since closing a connection another thread is using crashes the interpreter."""
         self._checkpoint_refusal: StorageUnavailable | None = None
         """Why the last copy of the log into the database file failed (`_checkpoint_failure`),
         until one succeeds: `ping` says it."""
@@ -609,7 +612,6 @@ class SqliteStorage(SqlStorage):
         while True:
             self._wake_upkeep = trio.Event()
             self._logged_since_checkpoint = False
-            self._refuse_if_closed()
             await self._copy_log()
             if self._checkpoint_refusal is not None:
                 await trio.sleep(retry)
@@ -624,15 +626,18 @@ class SqliteStorage(SqlStorage):
     async def _copy_log(self) -> None:
         """One round of `upkeep`: check the log's files, then copy the log into the database
         file (all of it at once, emptying it, when its files were just found gone); a failed
-        copy is said once, in the log and by `ping`, until one succeeds."""
-        try:
-            await trio.to_thread.run_sync(self._checkpoint)
-        except StorageUnavailable as exc:
-            refusal = _checkpoint_failure(self.path, exc)
-            if self._checkpoint_refusal is None:
-                log.warning("%s", refusal)
-            self._checkpoint_refusal = refusal
-            return
+        copy is said once, in the log and by `ping`, until one succeeds. StorageUnavailable
+        once storage is closed: upkeep ends."""
+        async with self._checkpointing:
+            self._refuse_if_closed()  # stopping: upkeep ends here
+            try:
+                await trio.to_thread.run_sync(self._checkpoint)
+            except StorageUnavailable as exc:
+                refusal = _checkpoint_failure(self.path, exc)
+                if self._checkpoint_refusal is None:
+                    log.warning("%s", refusal)
+                self._checkpoint_refusal = refusal
+                return
         if self._checkpoint_refusal is not None:
             self._checkpoint_refusal = None
             log.info(
@@ -679,7 +684,9 @@ class SqliteStorage(SqlStorage):
         async with self._write_lock:
             self._closed = True
             self._writer.close()
-        for connection in [*self._readers, self._checkpointer]:
+        async with self._checkpointing:
+            self._checkpointer.close()
+        for connection in self._readers:
             connection.close()
 
     def _refuse_if_closed(self) -> None:
