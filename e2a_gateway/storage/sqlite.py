@@ -342,7 +342,10 @@ class SqliteStorage(SqlStorage):
         self._writer = writer
         self._write_lock = trio.Lock()
         self._readers = readers
-        self._reader_slots = trio.Semaphore(len(readers))
+        self._reader_count = len(readers)
+        self._reader_slots = trio.Semaphore(self._reader_count)
+        """A read takes a slot and a reader out of `_readers` for its worker thread, and puts
+        both back when the thread is done: `close` takes every slot before it closes them."""
         # Routing answers (agent by address, served domains, newest signing seed) asked for
         # every message; only this process writes them, so each write simply clears the cache.
         self._routing: LRUCache[tuple[str, str], Any] = LRUCache(ROUTING_ANSWERS_KEPT)
@@ -538,7 +541,9 @@ class SqliteStorage(SqlStorage):
         the block runs (its snapshot is taken by its first read). It is none of the readers
         the other reads share: a block that lasts (an export sent to a client that stopped
         reading) makes no other read wait. Meanwhile no checkpoint can copy the log past the
-        snapshot (docs/architecture.md); both end with the block, a cancelled one included."""
+        snapshot (docs/architecture.md); both end with the block, a cancelled one included.
+        StorageUnavailable once storage is closed, as for every other read."""
+        self._refuse_if_closed()
         connection = await trio.to_thread.run_sync(_open_snapshot_connection, self.path)
         try:
             await trio.to_thread.run_sync(_begin_read, connection)
@@ -679,15 +684,31 @@ class SqliteStorage(SqlStorage):
         return True
 
     async def close(self) -> None:
-        """Close every connection (waits for the writer to finish its transaction); reads and
-        writes asked for afterwards raise StorageUnavailable."""
+        """Close every connection, each once the worker thread using it is done (the writer's
+        transaction, a copy of the log, the reads under way): closing a connection another
+        thread is using crashes the interpreter, and one left open would keep the write-ahead
+        log beside the file. Reads and writes asked for afterwards raise StorageUnavailable."""
         async with self._write_lock:
             self._closed = True
             self._writer.close()
         async with self._checkpointing:
             self._checkpointer.close()
-        for connection in self._readers:
-            connection.close()
+        async with self._all_reader_slots():
+            for connection in self._readers:
+                connection.close()
+
+    @asynccontextmanager
+    async def _all_reader_slots(self) -> AsyncIterator[None]:
+        """Hold every reader's slot while the block runs: no read is under way meanwhile."""
+        held = 0
+        try:
+            for _ in range(self._reader_count):
+                await self._reader_slots.acquire()
+                held += 1
+            yield
+        finally:
+            for _ in range(held):
+                self._reader_slots.release()
 
     def _refuse_if_closed(self) -> None:
         if self._closed:
