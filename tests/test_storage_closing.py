@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,16 @@ import trio.testing
 
 from e2a_gateway.storage import open_storage
 from e2a_gateway.storage.base import Storage, StorageUnavailable
+from e2a_gateway.storage.postgres import PostgresStorage
 from e2a_gateway.storage.sql.runner import Work
 from e2a_gateway.storage.sql.store import SqlStorage
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.sqlite import READER_COUNT, SqliteStorage
-from tests.test_storage import add_user, storage_url  # noqa: F401  (storage_url is a fixture)
+from tests.test_storage import (  # noqa: F401  (postgres_db and storage_url are fixtures)
+    add_user,
+    postgres_db,
+    storage_url,
+)
 
 pytestmark = [pytest.mark.backend_independent]
 
@@ -143,5 +149,38 @@ async def test_reads_waiting_for_a_reader_at_close_are_refused(tmp_path: Path) -
             nursery.start_soon(call, lambda tx: tx.one("SELECT 1")[0])
             await trio.testing.wait_all_tasks_blocked()
             await storage.close()
-    assert answers == [1] * READER_COUNT + [StorageUnavailable]
+    assert Counter(answers) == {1: READER_COUNT, StorageUnavailable: 1}
     assert all(closed(connection) for connection in storage._readers)
+
+
+async def test_postgres_calls_waiting_for_a_connection_at_close_are_refused(
+    postgres_db: str,  # noqa: F811
+) -> None:
+    """PostgreSQL: a call queued for a pooled connection (every one busy) when storage closes
+    is refused once one is free, as on SQLite, rather than opening a new session to the
+    database after the close."""
+    storage = PostgresStorage(postgres_db, pool_size=1)
+    busy = SlowWork(SLOW_SECONDS)
+    answers: list[object] = []
+    queued: list[Any] = []
+
+    def noted(tx: Transaction) -> int:
+        queued.append(tx._connection)
+        return 1
+
+    async def call(work: Work[int]) -> None:
+        try:
+            answers.append(await storage._read(work))
+        except StorageUnavailable as exc:
+            answers.append(type(exc))
+
+    with trio.fail_after(WAIT_SECONDS):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, busy)
+            await busy.began.wait()
+            nursery.start_soon(call, noted)
+            await trio.testing.wait_all_tasks_blocked()
+            await storage.close()
+    assert Counter(answers) == {1: 1, StorageUnavailable: 1}
+    assert queued == []
+    assert all(closed(connection) for connection in busy.connections)

@@ -574,10 +574,11 @@ class PostgresStorage(SqlStorage):
         Behind a pooler in transaction mode the session is the pooler's, so those bounds are
         set in each transaction that `writes` (and may hold locks that other writes wait for),
         a round trip more; reads, the most frequent, go without them (a read waits only for a
-        table another session locked whole)."""
-        self._check_open()
+        table another session locked whole). A call that waited for a connection while
+        storage closed is refused, as one asked for afterwards is."""
         bound_waits = self.pooled and writes
         async with self._slots:
+            self._check_open()
             connection, result = await self._started(
                 lambda connection, reused: _transact(
                     connection, self.display_url, work, reused, bound_waits=bound_waits
