@@ -3,6 +3,7 @@ agent of the account (nor a domain look-up per agent) on each request."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Iterator
@@ -300,3 +301,21 @@ async def test_a_page_of_domains_reads_that_page(
         if cursor is None:
             break
     assert listed == {DOMAIN: AGENTS, **dict.fromkeys(names, 0)}
+
+
+@pytest.mark.parametrize(
+    "position",
+    ["[" * 5000 + "]" * 5000, '["2026-01-01T00:00:00Z", "a\\u0000b"]', '["\\u0000", "a"]'],
+    ids=["nested-thousands-deep", "nul-in-address", "nul-in-time"],
+)
+async def test_a_forged_agent_page_token_is_refused_not_a_crash(
+    running: RunningGateway, make_account: Any, position: str
+) -> None:
+    account = await make_account("owner@example.com")
+    await _many_agents(running, account)
+    token = base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
+    async with httpx.AsyncClient(base_url=running.addresses.http_url, timeout=10) as browser:
+        await sign_in(browser, account.key)
+        answer = await browser.get("/agents", params={"page": token})
+    assert answer.status_code == 400, answer.status_code
+    assert "invalid page token" in answer.text

@@ -50,12 +50,14 @@ async def home(session: Session) -> Response:
 
 def _agents_position(token: str) -> tuple[str, str]:
     """The position (created_at, address) an agent list's `page` token names; Invalid when it
-    names none."""
+    names none: one edited into JSON nested thousands deep, or naming a NUL (which no row
+    holds, and PostgreSQL refuses in a query's text), is refused too, not a crash."""
     try:
         created_at, email = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if isinstance(created_at, str) and isinstance(email, str):
+        texts = isinstance(created_at, str) and isinstance(email, str)
+        if texts and "\x00" not in created_at + email:
             return created_at, email
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError, binascii.Error, RecursionError):
         pass
     raise Invalid("invalid_request", "invalid page token; start again from the first page")
 
