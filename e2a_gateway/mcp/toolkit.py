@@ -47,10 +47,10 @@ MAX_ERROR_MESSAGE_CHARS = 500
 """Longer error messages are cut: a refusal can echo what the caller sent."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 AGENT_ARGUMENTS = ("email", "agent_email")
-CHOOSING_PAGE = 10
-"""Agents read a page at a time to learn whether a key has only one (`ToolCaller._agents`)."""
 """The names a tool's agent argument goes by (e2a's current one first); `agent` is this
 gateway's earlier one, named only by the tools that take no other."""
+CHOOSING_PAGE = 10
+"""Agents read a page at a time to learn whether a key has only one (`ToolCaller._agents`)."""
 _agent_argument: ContextVar[tuple[str, ...]] = ContextVar("agent_argument", default=())
 """The agent argument(s) of the tool being run, for the error naming what to pass."""
 
