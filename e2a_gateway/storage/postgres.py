@@ -289,10 +289,11 @@ def _lock_waited(display_url: str, refusal: Exception) -> str:
     that another session holds."""
     why = str(refusal).strip().splitlines()[0]
     return (
-        f"postgres ({display_url}): another session holds a lock e2a needs ({why}) — end it "
-        "or its transaction: `SELECT pid, state, xact_start, query FROM pg_stat_activity WHERE "
-        "pid IN (SELECT unnest(pg_blocking_pids(pid)) FROM pg_stat_activity)` names it, "
-        "`SELECT pg_terminate_backend(pid)` ends it"
+        f"postgres ({display_url}): another session holds a lock e2a needs ({why}) — "
+        "`SELECT pid, state, xact_start, query FROM pg_stat_activity WHERE pid IN (SELECT "
+        "unnest(pg_blocking_pids(pid)) FROM pg_stat_activity)` names it; a session of e2a's "
+        "own (deleting an agent or an account of a large mailbox) ends by itself, any other "
+        "should end its transaction, or `SELECT pg_terminate_backend(pid)` ends it"
     )
 
 
