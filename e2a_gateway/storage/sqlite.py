@@ -674,6 +674,8 @@ class SqliteStorage(SqlStorage):
                 if suffix in self._log_files:
                     gone.append(suffix)
                 continue
+            except OSError:
+                continue  # cannot tell (the folder's permissions changed): looked at next time
             seen = self._log_files.setdefault(suffix, (found.st_dev, found.st_ino))
             if seen != (found.st_dev, found.st_ino):
                 gone.append(suffix)
