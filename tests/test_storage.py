@@ -627,6 +627,72 @@ async def test_inbox_pages_read_an_index_in_order_without_sorting(tmp_path: Path
         assert "MERGE (UNION ALL)" in merged and "SCAN m" not in merged, merged
 
 
+async def test_a_page_of_conversations_sums_only_the_conversations_it_lists(
+    tmp_path: Path,
+) -> None:
+    """A page of an agent's conversations walks its mail newest first from the cursor and
+    sums only the conversations met, each looked up in `messages_agent_conversation`: never a
+    scan or a sum of all of the agent's mail, however much it holds."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'e2a.db'}")
+    await storage.migrate()
+    statements: list[str] = []
+    try:
+        assert isinstance(storage, e2a_gateway.storage.sqlite.SqliteStorage)
+        alice = await add_user(storage)
+        await storage.add_agent(make_agent(alice, "a@agents.test"))
+        mail = [
+            replace(make_message(f"msg_{n}", "a@agents.test"), conversation_id=f"cnv_{n % 3}")
+            for n in range(6)
+        ]
+        await storage.store_inbound(mail, time.time())
+        for connection in storage._readers:
+            connection.set_trace_callback(statements.append)
+        page = await storage.conversation_page(alice, "a@agents.test", None, None, 2, None)
+        assert [c.id for c in page] == ["cnv_2", "cnv_1"]
+    finally:
+        await storage.close()
+    reads = [sql for sql in statements if sql.lstrip().startswith("SELECT")]
+    assert any("GROUP BY conversation_id" in sql for sql in reads), statements
+    with sqlite3.connect(tmp_path / "e2a.db") as db:
+        for sql in reads:
+            plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "SCAN m " not in f"{plan} " and "SCAN messages" not in plan, plan
+            if "GROUP BY conversation_id" in sql:
+                by_conversation = (
+                    "messages_agent_conversation (agent_email=? AND conversation_id=?)"
+                )
+                assert by_conversation in plan, plan
+
+
+async def test_conversation_pages_span_many_walked_batches(storage: Storage) -> None:
+    """A conversation whose mail fills many batches of the newest-first walk is listed once,
+    in its place, and the pages after it give the older conversations, whose own newer
+    mail was trashed or whose mail is all in the trash as before."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+
+    def message(n: int, conversation: str | None) -> NewInboundMessage:
+        return replace(make_message(f"msg_{n:04d}", "a@agents.test"), conversation_id=conversation)
+
+    oldest = [message(0, "cnv_old"), message(1, "cnv_gone"), message(2, None)]
+    busy = [message(n, "cnv_busy") for n in range(3, 600)]
+    newest = [message(600, "cnv_mid"), message(601, "cnv_old"), message(602, "cnv_gone")]
+    for batch in (oldest, busy, newest):
+        await storage.store_inbound(batch, time.time())
+    for trashed in ("msg_0601", "msg_0001", "msg_0602"):
+        assert await storage.trash_message(alice, "a@agents.test", trashed, NOW)
+    await storage.store_inbound([message(603, "cnv_busy")], time.time())
+    pages: list[list[tuple[str, int]]] = []
+    before = None
+    for _ in range(5):
+        page = await storage.conversation_page(alice, "a@agents.test", None, None, 1, before)
+        if not page:
+            break
+        pages.append([(c.id, c.message_count) for c in page])
+        before = page[-1].last_seq
+    assert pages == [[("cnv_busy", 598)], [("cnv_old", 1)], [("cnv_mid", 1)]]
+
+
 async def test_mail_is_found_by_message_id_through_its_index(tmp_path: Path) -> None:
     """Threading a reply and quoting earlier mail look the Message-IDs up in `messages_rfc_id`
     and, for copies sharing a content row, `message_contents_rfc_id` then `messages_content`

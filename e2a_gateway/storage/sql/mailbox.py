@@ -60,24 +60,29 @@ CONVERSATIONS = (
     f"SUM(CASE WHEN {LIVE} AND direction = '{INBOUND}' THEN 1 ELSE 0 END) AS inbound, "
     f"SUM(CASE WHEN {LIVE} AND direction = '{INBOUND}' AND status = '{UNREAD}' THEN 1 ELSE 0 END) "
     f"AS unread, MAX(CASE WHEN {LIVE} THEN seq END) AS latest_seq, MAX(seq) AS last_seq "
-    "FROM messages WHERE user_id = ? AND agent_email = ? AND conversation_id IS NOT NULL "
-    "AND hold IS NULL"
+    "FROM messages WHERE user_id = ? AND agent_email = ? AND hold IS NULL"
 )
 """Per conversation of an agent's mail: span, counts and unread inbound of its live mail, the
 position of its newest live message, and its place: the position of its newest message live
 or trashed (trashing a conversation's newest message while a client pages must not move the
-conversation back behind the cursor, where it would be given again)."""
+conversation back behind the cursor, where it would be given again). Its callers name the
+conversations (`_conversations`), found through `messages_agent_conversation`."""
+_WALKED_FIRST = 100
+"""How many of the agent's messages a page of conversations walks first; each further batch
+doubles, up to `_WALKED_MOST`."""
+_WALKED_MOST = 5000
 CONVERSATION_COLUMNS = (
     "c.conversation_id, c.first_at, c.last_at, c.total, c.inbound, c.unread, "
     "l.subject, l.from_addr, c.last_seq"
 )
 
 
-def _conversations(condition: str = "") -> str:
-    """`FROM` the agent's conversations that hold live mail (`CONVERSATIONS`, further limited
-    by `condition` on `messages`), each with its newest live message as `l`, up to `WHERE`."""
+def _conversations(which: str) -> str:
+    """`FROM` the agent's conversations that hold live mail (`CONVERSATIONS`) among those the
+    condition `which` on `conversation_id` names (an equality or a list, which SQLite looks up
+    in the index one by one), each with its newest live message as `l`, up to `WHERE`."""
     return (
-        f"FROM ({CONVERSATIONS}{condition} GROUP BY conversation_id) c "
+        f"FROM ({CONVERSATIONS} AND {which} GROUP BY conversation_id) c "
         "JOIN messages_with_content l ON l.seq = c.latest_seq WHERE c.total > 0"
     )
 
@@ -370,20 +375,55 @@ class MailboxSql(Runner):
         before_seq: int | None,
     ) -> list[ConversationSummary]:
         """Conversations of the agent's live mail, most recently active first: in the order of
-        their place (`CONVERSATIONS`), which trashing a message never lowers."""
-        query = f"SELECT {CONVERSATION_COLUMNS} {_conversations()}"
-        params: list[Any] = [user_id, agent_email]
+        their place (`CONVERSATIONS`), which trashing a message never lowers.
+
+        A conversation's place is the position of its newest message, so walking the agent's
+        mail newest first (`page_in_order`) below `before_seq` meets the conversations in the
+        order of their places. The walk goes a batch at a time, and only the conversations it
+        meets are summed, each through `messages_agent_conversation`: a page costs the mail
+        walked until it is full, not a sum over all of the agent's mail."""
+        filters = ""
+        bounds: list[Any] = []
         for condition, value in (
             ("c.last_at >= ?", since),
             ("c.last_at < ?", until),
             ("c.last_seq < ?", before_seq),
         ):
             if value is not None:
-                query += f" AND {condition}"
-                params.append(value)
-        query += " ORDER BY c.last_seq DESC LIMIT ?"
-        params.append(limit)
-        rows = await self._read(lambda tx: tx.all(query, params), snapshot=True)
+                filters += f" AND {condition}"
+                bounds.append(value)
+
+        def read(tx: Transaction) -> list[Any]:
+            walk = f"{OF_AGENT} AND m.conversation_id IS NOT NULL"
+            summed = (
+                f"SELECT {CONVERSATION_COLUMNS} "
+                f"{_conversations(tx.dialect.in_list('conversation_id', 'text'))}"
+                f"{filters} ORDER BY c.last_seq DESC"
+            )
+            rows: list[Any] = []
+            seen: set[str] = set()
+            position, batch = before_seq, max(2 * limit, _WALKED_FIRST)
+            while len(rows) < limit:
+                where, values = walk, list[Any]([user_id, agent_email])
+                if position is not None:
+                    where += " AND m.seq < ?"
+                    values.append(position)
+                page, values = page_in_order(where, values, batch, newest_first=True)
+                walked = tx.all(
+                    f"SELECT m.seq, m.conversation_id FROM messages_with_content m WHERE {page}",
+                    values,
+                )
+                met = list(dict.fromkeys(c for _, c in walked if c not in seen))
+                if met:
+                    seen.update(met)
+                    listed = tx.dialect.list_param(met)
+                    rows += tx.all(summed, (user_id, agent_email, listed, *bounds))
+                if len(walked) < batch:
+                    break
+                position, batch = int(walked[-1][0]), min(2 * batch, _WALKED_MOST)
+            return rows[:limit]
+
+        rows = await self._read(read, snapshot=True)
         return [_conversation(row) for row in rows]
 
     async def conversation(
@@ -393,7 +433,7 @@ class MailboxSql(Runner):
 
         def read(tx: Transaction) -> tuple[ConversationSummary, list[FiledMessage]] | None:
             row = tx.first(
-                f"SELECT {CONVERSATION_COLUMNS} {_conversations(' AND conversation_id = ?')}",
+                f"SELECT {CONVERSATION_COLUMNS} {_conversations('conversation_id = ?')}",
                 (user_id, agent_email, conversation_id),
             )
             if row is None:
