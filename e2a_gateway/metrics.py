@@ -50,6 +50,11 @@ too big, 550 5.6.11 bare line endings, 500 5.5.2 a line too long, a header limit
 the memory for messages being received had no room for (452 4.3.1,
 `smtp.max_message_memory_bytes`), a connection over `smtp.max_sessions[_per_ip]` (421)."""
 
+SMTP_PROXY_HEADER_OUTCOMES = ("read", "none", "malformed", "cut_short", "timeout", "over_limit")
+"""What became of the PROXY header of a connection from `smtp.proxy_trusted_cidrs`: read, none
+sent (SMTP first, or silence), malformed, cut short by the connection's end or by the clock,
+or not read at all (a flood: `smtp.max_sessions` connections were waiting for theirs)."""
+
 HTTP_CONNECTION_LIMITS = ("max_connections", "max_connections_per_ip")
 """The limits an HTTP connection is closed unserved for: `http.max_connections` (the whole
 listener) and `http.max_connections_per_ip` (one client network)."""
@@ -198,6 +203,13 @@ class Metrics:
             "Recipients, messages and connections the SMTP listener refused, by reason"
             + PER_REPLICA,
             ["reason"],
+            registry=registry,
+        )
+        self.smtp_proxy_headers = Counter(
+            "e2a_smtp_proxy_headers",
+            "Connections from smtp.proxy_trusted_cidrs by what became of their PROXY header "
+            "(read, none, malformed, cut_short, timeout, over_limit)" + PER_REPLICA,
+            ["outcome"],
             registry=registry,
         )
         self.deliveries = Counter(
@@ -375,6 +387,8 @@ class Metrics:
         )
         for reason in SMTP_REJECTION_REASONS:
             self.smtp_rejected.labels(reason)
+        for outcome in SMTP_PROXY_HEADER_OUTCOMES:
+            self.smtp_proxy_headers.labels(outcome)
         for limit in HTTP_CONNECTION_LIMITS:
             self.http_connections_refused.labels(limit)
         for channel, outcomes in DELIVERY_OUTCOMES.items():
@@ -412,6 +426,11 @@ class Metrics:
         self.smtp_rejected.labels(reason).inc()
         if (outcome := E2A_SMTP_OUTCOMES.get(reason)) is not None:
             self.e2a_smtp_inbound.labels(outcome).inc()
+
+    def proxy_header(self, outcome: str) -> None:
+        """A trusted load balancer's connection was read for its PROXY header, with `outcome`
+        (one of SMTP_PROXY_HEADER_OUTCOMES)."""
+        self.smtp_proxy_headers.labels(outcome).inc()
 
     # -- the rest of the gateway ---------------------------------------------------------------
 

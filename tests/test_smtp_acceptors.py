@@ -260,6 +260,8 @@ async def test_an_acceptor_believes_a_trusted_load_balancers_proxy_header(
             [(arrival, _, _)] = main.delivered
             assert arrival.peer == "203.0.113.7"
             assert arrival.auth.spf == "pass"
+            read = 'e2a_smtp_proxy_headers_total{outcome="read"}'
+            await wait_until(lambda: metric(main.metrics, read) == 1)  # reported every 0.5 s
             acceptors.cancel_scope.cancel()
         listening.close()
 

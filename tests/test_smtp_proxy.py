@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.metrics import Metrics
 from e2a_gateway.networks import IpNetwork
 from e2a_gateway.smtp import server as smtp_server
 from e2a_gateway.smtp.protocol import SessionLimits
@@ -41,6 +43,7 @@ async def start(
     sink: MemorySink,
     trusted: Sequence[IpNetwork],
     limits: ListenerLimits | None = None,
+    metrics: Metrics | None = None,
 ) -> int:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     await nursery.start(
@@ -52,6 +55,7 @@ async def start(
             SessionLimits(),
             listener_limits=limits or ListenerLimits(idle_timeout=30),
             proxy_trusted=trusted,
+            observer=metrics,
         )
     )
     return int(listeners[0].socket.getsockname()[1])
@@ -248,6 +252,65 @@ async def test_shutdown_closes_a_connection_whose_header_is_awaited(nursery: tri
         scope.cancel()
         assert await waiting.ending() in ((b"", "closed"), (b"", "reset"))
         await stopped.wait()
+
+
+def proxy_headers(metrics: Metrics) -> dict[str, float]:
+    """`e2a_smtp_proxy_headers_total` by outcome, as /metrics shows it."""
+    counts = {}
+    for line in metrics.render(None, storage_up=False).decode().splitlines():
+        if line.startswith('e2a_smtp_proxy_headers_total{outcome="'):
+            series, value = line.split()
+            counts[series.split('"')[1]] = float(value)
+    return counts
+
+
+async def test_metrics_count_each_trusted_connections_header_by_outcome(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header read, none sent (SMTP first, or silence), a malformed one, one cut short by
+    the connection's end or by the clock, and one not read for a flood: each counted once
+    under its outcome, every outcome shown from the start. A connection that sends nothing
+    and closes (a health check) is not counted; nor is an untrusted peer."""
+    monkeypatch.setattr(smtp_server, "PROXY_HEADER_SECONDS", 0.5)
+    metrics = Metrics()
+    expected = dict.fromkeys(
+        ("read", "none", "malformed", "cut_short", "timeout", "over_limit"), 0.0
+    )
+    assert proxy_headers(metrics) == expected
+    limits = ListenerLimits(idle_timeout=30, max_sessions=2)
+    port = await start(nursery, MemorySink(), LOOPBACK, limits, metrics)
+    with trio.fail_after(TIMEOUT):
+        for header in (V1, b"EHLO client.example\r\n"):
+            connection = await RawClient.connect(port)
+            await connection.send(header)
+            assert (await connection.reply()).startswith(b"220 ")
+            await connection.aclose()
+        silent = await RawClient.connect(port)
+        assert (await silent.reply()).startswith(b"220 ")
+        await silent.aclose()
+        for data in (b"PROXY TCP4 203.0.113.7\n", V1[:20], V1[:10]):
+            connection = await RawClient.connect(port)
+            await connection.send(data)
+            if data == V1[:20]:
+                await connection._stream.send_eof()
+            assert await connection.ending() in ((b"", "closed"), (b"", "reset"))
+        health_check = await RawClient.connect(port)
+        await health_check.aclose()
+        monkeypatch.setattr(smtp_server, "PROXY_HEADER_SECONDS", 5)
+        waiting = [await RawClient.connect(port) for _ in range(2)]
+        await trio.testing.wait_all_tasks_blocked()
+        flood = await RawClient.connect(port)  # closed at once while two wait
+        assert await flood.ending() in ((b"", "closed"), (b"", "reset"))
+        for connection in waiting:
+            await connection.aclose()
+        expected.update(read=1, none=2, malformed=1, cut_short=1, timeout=1, over_limit=1)
+        assert proxy_headers(metrics) == expected
+    untrusted_port = await start(nursery, MemorySink(), ELSEWHERE, metrics=metrics)
+    with trio.fail_after(TIMEOUT):
+        connection = await RawClient.connect(untrusted_port)
+        await connection.send(V1)
+        assert (await connection.reply()).startswith(b"220 ")
+    assert proxy_headers(metrics) == expected
 
 
 # End to end: the gateway's SPF check and Received line see the client the header names.

@@ -125,6 +125,7 @@ class _Counts:
     ended: int = 0
     accepted: int = 0
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
+    proxy_headers: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def session_started(self) -> None:
         """Counted for the next report."""
@@ -142,13 +143,18 @@ class _Counts:
         """Counted for the next report."""
         self.rejected[reason] += 1
 
+    def proxy_header(self, outcome: str) -> None:
+        """Counted for the next report."""
+        self.proxy_headers[outcome] += 1
+
     def take(self) -> _Counts | None:
         """What was counted, now reset; None when nothing was."""
-        if not (self.started or self.ended or self.accepted or self.rejected):
+        if not (self.started or self.ended or self.accepted or self.rejected or self.proxy_headers):
             return None
-        taken = _Counts(self.started, self.ended, self.accepted, self.rejected)
+        taken = _Counts(self.started, self.ended, self.accepted, self.rejected, self.proxy_headers)
         self.started = self.ended = self.accepted = 0
         self.rejected = collections.Counter()
+        self.proxy_headers = collections.Counter()
         return taken
 
     def replay(self, observer: SmtpObserver) -> None:
@@ -162,6 +168,9 @@ class _Counts:
         for reason, count in self.rejected.items():
             for _ in range(count):
                 observer.mail_rejected(reason)
+        for outcome, count in self.proxy_headers.items():
+            for _ in range(count):
+                observer.proxy_header(outcome)
 
 
 class AcceptorPool:

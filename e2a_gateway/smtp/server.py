@@ -46,7 +46,12 @@ from e2a_gateway.smtp.protocol import (
     TlsRequested,
     check_hostname,
 )
-from e2a_gateway.smtp.proxy_header import ProxyHeaderError, parse_proxy_header
+from e2a_gateway.smtp.proxy_header import (
+    NO_HEADER,
+    ProxyHeader,
+    ProxyHeaderError,
+    parse_proxy_header,
+)
 
 __all__ = [
     "ListenerLimits",
@@ -137,7 +142,14 @@ class SmtpObserver(Protocol):
     `recipient_check_failed` (451 to RCPT), `not_stored` (451 after DATA, 452 4.3.1 when
     storage is full), `message_refused` (a message refused for what it holds), `memory_limit`
     (452 4.3.1: the memory for messages being received was full) and `connection_limit` (421
-    to a connection over the listener's limits)."""
+    to a connection over the listener's limits).
+
+    Outcomes for `proxy_header`, of a connection from `smtp.proxy_trusted_cidrs`: `read` (a
+    header, naming a client or not), `none` (no header: the peer spoke SMTP first, or said
+    nothing for `PROXY_HEADER_SECONDS`), `malformed`, `cut_short` (the connection ended inside
+    its header), `timeout` (the header incomplete after `PROXY_HEADER_SECONDS`) and
+    `over_limit` (closed unread: `max_sessions` connections were waiting for theirs). A
+    connection that ends before sending anything is not reported."""
 
     def session_started(self) -> None:
         """A connection is being served."""
@@ -155,6 +167,10 @@ class SmtpObserver(Protocol):
         """A recipient, a message or a connection was refused for `reason`."""
         ...
 
+    def proxy_header(self, outcome: str) -> None:
+        """A trusted load balancer's connection was read for its PROXY header, with `outcome`."""
+        ...
+
 
 class _Unobserved:
     """The observer of a listener nobody watches."""
@@ -169,6 +185,9 @@ class _Unobserved:
         """Nothing to report to."""
 
     def mail_rejected(self, reason: str) -> None:
+        """Nothing to report to."""
+
+    def proxy_header(self, outcome: str) -> None:
         """Nothing to report to."""
 
 
@@ -459,15 +478,21 @@ class _Listener:
         admitted = False
         if self._reading_headers >= self._listener_limits.max_sessions:
             stream.socket.close()  # a flood: not even a header is read
+            self._observer.proxy_header("over_limit")
             return
         self._reading_headers += 1
         try:
-            client, early = await _read_proxy_header(stream.socket, balancer)
-            if client is not None and not self._shutting_down:
-                self._admit(stream, client, sessions, early)
-                admitted = True
+            header, early = await _read_proxy_header(stream.socket)
+            if header is not None:
+                self._observer.proxy_header("read" if header.length else "none")
+                if not self._shutting_down:
+                    self._admit(stream, header.client or balancer, sessions, early)
+                    admitted = True
         except ProxyHeaderError as error:
             logger.warning("SMTP connection from %s closed: %s", balancer, error)
+            self._observer.proxy_header(
+                error.outcome if isinstance(error, _HeaderCutShort) else "malformed"
+            )
         except trio.BrokenResourceError:
             pass  # gone before its header: nobody to tell
         finally:
@@ -922,29 +947,38 @@ async def _read_socket(socket: trio.socket.SocketType) -> bytes:
             raise trio.BrokenResourceError(error) from error
 
 
-async def _read_proxy_header(
-    socket: trio.socket.SocketType, balancer: str
-) -> tuple[str | None, bytes]:
-    """The client a trusted load balancer's PROXY header names (`balancer` itself for a header
-    that names none, or for a connection that sent nothing in `PROXY_HEADER_SECONDS`), and the
-    octets read after the header; None if the connection ended before sending anything. Raise
-    ProxyHeaderError for a malformed header, or one cut short by the end of the connection or
-    the clock."""
+class _HeaderCutShort(ProxyHeaderError):
+    """A PROXY header cut short by the connection's end or the clock; `outcome` says which
+    (`cut_short`, `timeout`: `SmtpObserver.proxy_header`)."""
+
+    def __init__(self, message: str, outcome: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+async def _read_proxy_header(socket: trio.socket.SocketType) -> tuple[ProxyHeader | None, bytes]:
+    """The PROXY header a trusted load balancer's connection starts with (`NO_HEADER` when it
+    starts with something else, or sent nothing in `PROXY_HEADER_SECONDS`), and the octets
+    read after the header; None if the connection ended before sending anything. Raise
+    ProxyHeaderError for a malformed header, `_HeaderCutShort` for one cut short by the end of
+    the connection or the clock."""
     data = b""
     with trio.move_on_after(PROXY_HEADER_SECONDS):
         while True:
             received = await _read_socket(socket)
             if not received:
                 if data:
-                    raise ProxyHeaderError("connection ended inside its PROXY header")
+                    raise _HeaderCutShort("connection ended inside its PROXY header", "cut_short")
                 return None, b""
             data += received
             header = parse_proxy_header(data)
             if header is not None:
-                return header.client or balancer, data[header.length :]
+                return header, data[header.length :]
     if data:
-        raise ProxyHeaderError(f"PROXY header incomplete after {PROXY_HEADER_SECONDS:g} s")
-    return balancer, b""
+        raise _HeaderCutShort(
+            f"PROXY header incomplete after {PROXY_HEADER_SECONDS:g} s", "timeout"
+        )
+    return NO_HEADER, b""
 
 
 def _summary(mail_from: str, recipients: Iterable[Mailbox]) -> str:
