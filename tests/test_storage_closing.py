@@ -184,3 +184,28 @@ async def test_postgres_calls_waiting_for_a_connection_at_close_are_refused(
     assert Counter(answers) == {1: 1, StorageUnavailable: 1}
     assert queued == []
     assert all(closed(connection) for connection in busy.connections)
+
+
+@pytest.mark.parametrize("failing_call", [2, 3, READER_COUNT + 2])
+def test_a_sqlite_open_that_fails_part_way_closes_what_it_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing_call: int
+) -> None:
+    """A connection that cannot be opened after others were (a reader, the checkpointer: too
+    many open files, say) is refused as StorageUnavailable, and the ones opened before it are
+    closed, not left holding the file until the process ends."""
+    from e2a_gateway.storage import sqlite as sqlite_module
+
+    opened: list[sqlite3.Connection] = []
+    connect = sqlite_module._connect
+
+    def failing_connect(path: str) -> sqlite3.Connection:
+        if len(opened) + 1 == failing_call:
+            raise sqlite3.OperationalError("unable to open database file")
+        opened.append(connect(path))
+        return opened[-1]
+
+    monkeypatch.setattr(sqlite_module, "_connect", failing_connect)
+    with pytest.raises(StorageUnavailable, match="unable to open database file"):
+        SqliteStorage.open(str(tmp_path / "e2a.db"))
+    assert len(opened) == failing_call - 1
+    assert all(closed(connection) for connection in opened)

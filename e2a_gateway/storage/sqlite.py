@@ -394,20 +394,25 @@ class SqliteStorage(SqlStorage):
                     f"database.url: cannot open sqlite:///{path}: directory {parent} does not "
                     f"exist — create it or point database.url elsewhere{_absolute_hint(path)}"
                 )
+        opened: list[sqlite3.Connection] = []
         try:
             if path != ":memory:":
                 _refuse_other_file(path)
                 _make_private(path)
-            writer = _connect(path)
+            opened.append(writer := _connect(path))
             writer.execute("PRAGMA journal_mode = WAL")
             writer.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_CHECKPOINT_PAGES}")
             writer.execute(f"PRAGMA journal_size_limit = {LOG_BYTES_KEPT}")
-            readers = [_connect(path) for _ in range(READER_COUNT)]
-            checkpointer = _connect(path)
+            for _ in range(READER_COUNT):
+                opened.append(_connect(path))
+            readers = opened[1:]
+            opened.append(checkpointer := _connect(path))
             # Its copies never wait for a lock: a passive one waits for none anyway, and the
             # one that empties the log (`_checkpoint`) would hold every commit meanwhile.
             checkpointer.execute("PRAGMA busy_timeout = 0")
         except (sqlite3.Error, OSError) as exc:
+            for connection in opened:  # not left holding the file until the process ends
+                connection.close()
             raise StorageUnavailable(
                 f"database.url: cannot open sqlite:///{path}: {exc} — {_open_advice(path)}"
             ) from exc
