@@ -150,5 +150,9 @@ async def test_suppressions_and_keys_made_while_their_agent_is_deleted_leave_not
             whoami = await http.get("/v1/account", headers={"Authorization": f"Bearer {key}"})
             assert whoami.status_code == 401, whoami.text
         user_id = (await http.get("/v1/account")).json()["user"]["id"]
-        bound = [key for key in await storage.list_api_keys(user_id) if key.agent_id == old_id]
+        bound = [
+            key
+            for key in await storage.api_key_page(user_id, 100, None, revoked=True)
+            if key.agent_id == old_id
+        ]
         assert all(key.revoked_at for key in bound), bound

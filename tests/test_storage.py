@@ -522,7 +522,7 @@ async def test_api_keys_resolve_until_revoked(storage: Storage) -> None:
     assert await storage.revoke_api_key(user_id, "apk_1", NOW)
     assert not await storage.revoke_api_key(user_id, "apk_1", NOW)
     assert await storage.user_for_key_hash("hash-1") is None
-    (listed,) = await storage.list_api_keys(user_id)
+    (listed,) = await storage.api_key_page(user_id, 100, None, revoked=True)
     assert listed.revoked_at == NOW
 
 
@@ -539,7 +539,7 @@ async def test_a_key_holder_names_scope_and_bound_agent(storage: Storage) -> Non
     assert await storage.key_holder("h-agent") == replace(
         account, scope="agent", agent_id=agent.id, agent_email="a@agents.test"
     )
-    listed = {key.id: key for key in await storage.list_api_keys(alice)}
+    listed = {key.id: key for key in await storage.api_key_page(alice, 100, None, revoked=True)}
     bound_listed = listed["apk_agt"]
     assert (bound_listed.scope, bound_listed.agent_id) == ("agent", agent.id)
     assert bound_listed.agent_email == "a@agents.test"
@@ -551,7 +551,9 @@ async def test_a_key_holder_names_scope_and_bound_agent(storage: Storage) -> Non
     await storage.add_agent(make_agent(alice, "a@agents.test"))
     assert await storage.key_holder("h-agent") is None
     assert await storage.user_for_key_hash("h-agent") is None
-    revoked = {key.id: key for key in await storage.list_api_keys(alice)}["apk_agt"]
+    revoked = {key.id: key for key in await storage.api_key_page(alice, 100, None, revoked=True)}[
+        "apk_agt"
+    ]
     assert revoked.revoked_at is not None and revoked.agent_email is None
     assert await storage.key_holder("h-acct") is not None
 
@@ -777,7 +779,7 @@ async def test_routing_answers_kept_are_bounded(tmp_path: Path) -> None:
         await storage.close()
 
 
-async def test_key_pages_run_newest_first_without_revoked_keys(storage: Storage) -> None:
+async def test_key_pages_run_newest_first_with_or_without_revoked_keys(storage: Storage) -> None:
     alice = await add_user(storage)
     bob = await add_user(storage, "bob@example.com")
     for index, created in enumerate(["2026-01-01T00:00:01Z"] * 3 + ["2026-01-01T00:00:02Z"] * 2):
@@ -792,6 +794,12 @@ async def test_key_pages_run_newest_first_without_revoked_keys(storage: Storage)
     second = await storage.api_key_page(alice, 2, (last.created_at, last.id))
     assert [key.id for key in second] == ["apk_1", "apk_0"]
     assert await storage.api_key_page(alice, 2, ("2026-01-01T00:00:01Z", "apk_0")) == []
+    # With revoked keys too (the dashboard's list): apk_3 in its place, bob's never.
+    with_revoked = await storage.api_key_page(alice, 3, None, revoked=True)
+    assert [key.id for key in with_revoked] == ["apk_4", "apk_3", "apk_2"]
+    last = with_revoked[-1]
+    rest = await storage.api_key_page(alice, 3, (last.created_at, last.id), revoked=True)
+    assert [key.id for key in rest] == ["apk_1", "apk_0"]
 
 
 async def test_an_idempotency_key_is_claimed_once_and_replays(storage: Storage) -> None:

@@ -55,7 +55,7 @@ async def delete_signing_secret(caller: Caller, secret_id: str) -> Response:
 @blueprint.get("/users/me/api-keys")
 @requires_caller
 async def list_api_keys(caller: Caller) -> dict[str, Any]:
-    """GET /users/me/api-keys (prefixes only)."""
+    """GET /users/me/api-keys: the keys not revoked, prefixes only."""
     found = await keys.list_api_keys(current_gateway(), caller)
     return {"api_keys": [api_key_view(key) for key in found]}
 

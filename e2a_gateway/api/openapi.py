@@ -472,7 +472,7 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "account.list_api_keys": Operation(
         "account",
-        "List API keys (prefixes only)",
+        "List the API keys not revoked (prefixes only)",
         {200: Reply("The keys' metadata.", schemas.ApiKeyList)},
     ),
     "account.create_api_key": Operation(

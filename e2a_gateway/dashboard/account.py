@@ -9,7 +9,7 @@ from quart import Response, request
 
 from e2a_gateway.clock import utc_now
 from e2a_gateway.dashboard.auth import Session, requires_session
-from e2a_gateway.dashboard.site import blueprint, done, page
+from e2a_gateway.dashboard.site import blueprint, done, page, page_position, position_token
 from e2a_gateway.operations import domains as domain_operations
 from e2a_gateway.operations import keys
 from e2a_gateway.operations.errors import NotFound, OperationError
@@ -17,6 +17,9 @@ from e2a_gateway.storage.base import ApiKey
 from e2a_gateway.web.context import current_gateway
 from e2a_gateway.web.errors import status_of
 from e2a_gateway.web.views import api_key_view, domain_view, signing_secret_view
+
+KEYS_PAGE_SIZE = 100
+"""API keys on one page of the Keys page (revoked ones included)."""
 
 
 async def _credentials_page(
@@ -27,6 +30,15 @@ async def _credentials_page(
 ) -> Response:
     gateway = current_gateway()
     now = utc_now()
+    token = request.args.get("page")
+    found = await keys.api_key_page(
+        gateway,
+        session.caller,
+        KEYS_PAGE_SIZE + 1,
+        page_position(token) if token else None,
+        revoked=True,
+    )
+    shown = found[:KEYS_PAGE_SIZE]
     return await page(
         "credentials.html",
         session,
@@ -37,7 +49,12 @@ async def _credentials_page(
             signing_secret_view(secret)
             for secret in await keys.list_signing_secrets(gateway, session.caller)
         ],
-        keys=[_key_row(key, now) for key in await keys.list_api_keys(gateway, session.caller)],
+        keys=[_key_row(key, now) for key in shown],
+        next_page=(
+            position_token(shown[-1].created_at, shown[-1].id)
+            if len(found) > KEYS_PAGE_SIZE
+            else None
+        ),
     )
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,10 +9,18 @@ from quart import Response, request, stream_with_context, url_for
 
 from e2a_gateway.dashboard.auth import Session, requires_session
 from e2a_gateway.dashboard.live import inbox_events
-from e2a_gateway.dashboard.site import PAGE_HEADERS, blueprint, done, form_body, page, see_other
+from e2a_gateway.dashboard.site import (
+    PAGE_HEADERS,
+    blueprint,
+    done,
+    form_body,
+    page,
+    page_position,
+    position_token,
+    see_other,
+)
 from e2a_gateway.operations import messages
 from e2a_gateway.operations.agents import (
-    AgentEntry,
     CreateAgent,
     UpdateAgent,
     agent_page,
@@ -48,26 +53,6 @@ async def home(session: Session) -> Response:
     return see_other(url_for("dashboard.agents"))
 
 
-def _agents_position(token: str) -> tuple[str, str]:
-    """The position (created_at, address) an agent list's `page` token names; Invalid when it
-    names none: one edited into JSON nested thousands deep, or naming a NUL (which no row
-    holds, and PostgreSQL refuses in a query's text), is refused too, not a crash."""
-    try:
-        created_at, email = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        texts = isinstance(created_at, str) and isinstance(email, str)
-        if texts and "\x00" not in created_at + email:
-            return created_at, email
-    except (ValueError, TypeError, binascii.Error, RecursionError):
-        pass
-    raise Invalid("invalid_request", "invalid page token; start again from the first page")
-
-
-def _agents_token(entry: AgentEntry) -> str:
-    """The `page` token of the agent list's page after `entry`."""
-    position = json.dumps([entry.agent.created_at, entry.agent.email]).encode()
-    return base64.urlsafe_b64encode(position).decode().rstrip("=")
-
-
 async def _agents_page(session: Session, status: int = 200, error: str | None = None) -> Response:
     """A page of AGENTS_PAGE_SIZE agents, newest first, after the one the `page` token names;
     only that page is read."""
@@ -78,7 +63,7 @@ async def _agents_page(session: Session, status: int = 200, error: str | None = 
         gateway,
         session.caller,
         AGENTS_PAGE_SIZE + 1,
-        _agents_position(token) if token else None,
+        page_position(token) if token else None,
         trashed=False,
     )
     shown = found[:AGENTS_PAGE_SIZE]
@@ -88,7 +73,11 @@ async def _agents_page(session: Session, status: int = 200, error: str | None = 
         status=status,
         error=error,
         agents=[agent_view(entry) for entry in shown],
-        next_page=_agents_token(shown[-1]) if len(found) > AGENTS_PAGE_SIZE else None,
+        next_page=(
+            position_token(shown[-1].agent.created_at, shown[-1].agent.email)
+            if len(found) > AGENTS_PAGE_SIZE
+            else None
+        ),
         shared_domain=gateway.settings.shared_domain,
         form=await request.form if request.method == "POST" else {},
     )

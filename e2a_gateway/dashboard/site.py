@@ -8,6 +8,9 @@ checks (made inside the storage queries) are the same; nothing here talks to sto
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,7 +48,7 @@ from e2a_gateway.dashboard.auth import (
     signin_token,
     start_session,
 )
-from e2a_gateway.operations.errors import Forbidden, OperationError, Unauthorized
+from e2a_gateway.operations.errors import Forbidden, Invalid, OperationError, Unauthorized
 from e2a_gateway.operations.requests import RequestBody, parse_request
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.web.errors import headers_of, status_of
@@ -153,6 +156,28 @@ async def page(
 def see_other(location: str) -> Response:
     """A 303 redirect: after a POST the browser GETs `location`."""
     return Response("", status=303, headers={"Location": location})
+
+
+def page_position(token: str) -> tuple[str, str]:
+    """The position (a creation time and an id) a list's `page` token names (`position_token`);
+    Invalid when it names none: one edited into JSON nested thousands deep, or naming a NUL
+    (which no row holds, and PostgreSQL refuses in a query's text), is refused too, not a
+    crash."""
+    try:
+        created_at, key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        texts = isinstance(created_at, str) and isinstance(key, str)
+        if texts and "\x00" not in created_at + key:
+            return created_at, key
+    except (ValueError, TypeError, binascii.Error, RecursionError):
+        pass
+    raise Invalid("invalid_request", "invalid page token; start again from the first page")
+
+
+def position_token(created_at: str, key: str) -> str:
+    """The `page` token of a newest-first list's page after the row created at `created_at`
+    with the id `key` (an agent's address, an API key's id)."""
+    position = json.dumps([created_at, key]).encode()
+    return base64.urlsafe_b64encode(position).decode().rstrip("=")
 
 
 def done(endpoint: str, notice: str, **values: str) -> Response:

@@ -26,6 +26,8 @@ from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.storage.base import ApiKey, LastOne, LimitReached, SigningSecret
 
 UNNAMED = "unnamed"
+KEYS_PER_READ = 500
+"""Keys read at a time for the whole list of `list_api_keys`."""
 
 
 class CreateSigningSecret(RequestBody):
@@ -88,20 +90,34 @@ async def remove_signing_secret(gateway: Gateway, caller: Caller, secret_id: str
 
 
 async def list_api_keys(gateway: Gateway, caller: Caller) -> list[ApiKey]:
-    """The caller's API keys (prefixes only)."""
-    caller.require_account("manage API keys")
-    return await gateway.storage.list_api_keys(caller.user_id)
+    """The caller's keys not revoked (expired ones too), newest first, prefixes only: the
+    whole list `GET /users/me/api-keys` answers, which has no pages. Revoked keys, which pile
+    up as keys are rotated and reach nothing, are not read."""
+    found: list[ApiKey] = []
+    after: tuple[Any, ...] | None = None
+    while True:
+        page = await api_key_page(gateway, caller, KEYS_PER_READ, after)
+        found += page
+        if len(page) < KEYS_PER_READ:
+            return found
+        after = (page[-1].created_at, page[-1].id)
 
 
 async def api_key_page(
-    gateway: Gateway, caller: Caller, limit: int, after: tuple[Any, ...] | None
+    gateway: Gateway,
+    caller: Caller,
+    limit: int,
+    after: tuple[Any, ...] | None,
+    *,
+    revoked: bool = False,
 ) -> list[ApiKey]:
-    """Up to `limit` of the caller's keys not revoked, newest first, after the position `after`
-    (the `(created_at, id)` of the last key of the previous page). Expired keys are listed too,
-    as e2a lists them: their `expires_at` shows they no longer work."""
+    """Up to `limit` of the caller's keys not revoked (with `revoked`, revoked ones too),
+    newest first, after the position `after` (the `(created_at, id)` of the last key of the
+    previous page). Expired keys are listed too, as e2a lists them: their `expires_at` shows
+    they no longer work."""
     caller.require_account("manage API keys")
     position = (str(after[0]), str(after[1])) if after else None
-    return await gateway.storage.api_key_page(caller.user_id, limit, position)
+    return await gateway.storage.api_key_page(caller.user_id, limit, position, revoked=revoked)
 
 
 async def new_api_key(gateway: Gateway, caller: Caller, name: str | None) -> IssuedApiKey:

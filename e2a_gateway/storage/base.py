@@ -1114,15 +1114,12 @@ class Accounts(Protocol):
         none — the deployment's operator, who owns the postmaster inbox."""
         ...
 
-    async def list_api_keys(self, user_id: str) -> list[ApiKey]:
-        """The user's API keys, newest first."""
-        ...
-
     async def api_key_page(
-        self, user_id: str, limit: int, after: tuple[str, str] | None
+        self, user_id: str, limit: int, after: tuple[str, str] | None, *, revoked: bool = False
     ) -> list[ApiKey]:
-        """Up to `limit` of the user's keys not revoked (expired ones too, as e2a lists them),
-        newest first by `(created_at, id)`, after the position `after` when given."""
+        """Up to `limit` of the user's keys not revoked (expired ones too, as e2a lists them;
+        with `revoked`, revoked ones too), newest first by `(created_at, id)`, after the
+        position `after` when given."""
         ...
 
     def export_user(self, user_id: str) -> AbstractAsyncContextManager[UserExport]:

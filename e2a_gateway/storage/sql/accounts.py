@@ -398,28 +398,19 @@ class AccountsSql(Runner):
         )
         return _user(row)
 
-    async def list_api_keys(self, user_id: str) -> list[ApiKey]:
-        """The user's keys, newest first."""
-        rows = await self._read(
-            lambda tx: tx.all(
-                f"SELECT {API_KEY_COLUMNS} FROM {API_KEYS_WITH_AGENTS} WHERE k.user_id = ? "
-                f"ORDER BY k.created_at DESC, k.{tx.dialect.insertion_order} DESC",
-                (user_id,),
-            )
-        )
-        return [decode_api_key(row) for row in rows]
-
     async def api_key_page(
-        self, user_id: str, limit: int, after: tuple[str, str] | None
+        self, user_id: str, limit: int, after: tuple[str, str] | None, *, revoked: bool = False
     ) -> list[ApiKey]:
-        """Up to `limit` keys of the user not revoked, expired ones too (as e2a lists them, with
-        their `expires_at`), newest first by (created_at, id), after `after`."""
+        """Up to `limit` keys of the user not revoked (with `revoked`, revoked ones too),
+        expired ones too (as e2a lists them, with their `expires_at`), newest first by
+        (created_at, id), after `after`."""
         position, params = after_newest_first(after, "k.created_at", "k.id")
+        working = "" if revoked else "AND k.revoked_at IS NULL"
 
         def page(tx: Transaction) -> list[Any]:
             return tx.all(
                 f"SELECT {API_KEY_COLUMNS} FROM {API_KEYS_WITH_AGENTS} "
-                f"WHERE k.user_id = ? AND k.revoked_at IS NULL {position} "
+                f"WHERE k.user_id = ? {working} {position} "
                 "ORDER BY k.created_at DESC, k.id DESC LIMIT ?",
                 (user_id, *params, limit),
             )
