@@ -725,6 +725,34 @@ async def test_mail_is_found_by_message_id_through_its_index(tmp_path: Path) -> 
             assert "SCAN m" not in plan and "SCAN s" not in plan and "SCAN w" not in plan, plan
 
 
+async def test_events_of_a_message_are_found_through_their_index(tmp_path: Path) -> None:
+    """Listing the events of one message reads its rows from `events_message` and the row its
+    copy's `email.received` is folded into by that event's id, never the account's whole log
+    in order (`events_user`): a page costs the message's few rows, whatever the log holds."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'e2a.db'}")
+    await storage.migrate()
+    statements: list[str] = []
+    try:
+        assert isinstance(storage, e2a_gateway.storage.sqlite.SqliteStorage)
+        alice = await add_user(storage)
+        for connection in storage._readers:
+            connection.set_trace_callback(statements.append)
+        query = EventFilter(message_id="msg_one", since=0.0)
+        assert await storage.list_events(alice, query, 10, None) == []
+        assert await storage.list_events(alice, query, 10, (5, 1)) == []
+    finally:
+        await storage.close()
+    reads = [sql for sql in statements if "FROM events e " in sql]
+    assert len(reads) == 2, statements
+    with sqlite3.connect(tmp_path / "e2a.db") as db:
+        for sql in reads:
+            plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "INDEX events_message (user_id=? AND message_id=?)" in plan, plan
+            assert "SEARCH c USING PRIMARY KEY (id=?)" in plan, plan
+            assert "SEARCH e USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
+            assert "events_user" not in plan and "SCAN" not in plan, plan
+
+
 async def test_inbound_mail_enters_only_the_indexes_it_is_found_by(tmp_path: Path) -> None:
     """The outbound indexes hold no inbound mail, the conversation index no mail that is in
     no conversation, and of the two indexes led by the agent's address new (unread) mail
@@ -1741,6 +1769,55 @@ async def test_copies_received_events_fold_into_one_row(storage: Storage, storag
     assert await storage.delete_events_before(time.time() + 60, 100) == 4  # two rows
     assert run_sql(storage_url, "SELECT count(*) FROM event_copies") == [(0,)]
     assert await storage.get_event(alice, ids["a1@agents.test"]) is None
+
+
+async def test_a_folded_copys_events_are_found_by_its_message_id(storage: Storage) -> None:
+    """Listed by a further copy's message id, the account gets that copy's `email.received`
+    (folded into the first copy's row) and the copy's later events (rows of their own),
+    newest first, paged by the same cursors, filtered by type; the first copy's and the
+    other copies' events are not among them, nor anything for another account."""
+    alice = await add_user(storage, "alice@example.com")
+    bob = await add_user(storage, "bob@example.com")
+    owners = {"a0@agents.test": alice, "a1@agents.test": alice, "a2@agents.test": alice,
+              "b0@agents.test": bob}  # fmt: skip
+    for address, owner in owners.items():
+        await storage.add_agent(make_agent(owner, address))
+    copies = copies_of(make_message("msg_base", "a0@agents.test"), list(owners))
+    copies = [replace(copy, to=list(owners)) for copy in copies]
+    await storage.store_inbound(copies, 0.0)
+    folded = copies[1]
+    later = new_event(alice, "email.flagged", {}, 1.0, agent_email=folded.agent_email,
+                      message_id=folded.id, event_id="evt_later")  # fmt: skip
+    unrelated = new_event(alice, "email.flagged", {}, 2.0, message_id=copies[2].id)
+    await storage.log_events([later, unrelated])
+    received = derived_event_id(folded.id, "email.received")
+
+    by_message = EventFilter(message_id=folded.id)
+    listed = await storage.list_events(alice, by_message, 10, None)
+    assert [(event.id, event.message_id) for event in listed] == [
+        ("evt_later", folded.id),
+        (received, folded.id),
+    ]
+    assert listed[1].ordinal == 1 and listed[1].agent_email == "a1@agents.test"
+    paged, before = [], None
+    for _ in range(3):
+        page = await storage.list_events(alice, by_message, 1, before)
+        if not page:
+            break
+        paged += page
+        before = (page[-1].seq, page[-1].ordinal)
+    assert [event.id for event in paged] == ["evt_later", received]
+    only_received = EventFilter(type="email.received", message_id=folded.id)
+    assert [e.id for e in await storage.list_events(alice, only_received, 10, None)] == [received]
+    assert [e.id for e in await storage.list_events(alice, EventFilter(message_id=copies[2].id),
+                                                    10, None)] == [
+        unrelated.id, derived_event_id(copies[2].id, "email.received")
+    ]  # fmt: skip
+    assert await storage.list_events(bob, by_message, 10, None) == []
+    assert [e.id for e in await storage.list_events(bob, EventFilter(message_id=copies[3].id),
+                                                    10, None)] == [
+        derived_event_id(copies[3].id, "email.received")
+    ]  # fmt: skip
 
 
 async def test_migration_9_moves_raw_bytes_out_merging_copies(

@@ -25,6 +25,7 @@ import trio
 
 from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.clock import format_timestamp
+from e2a_gateway.events import derived_event_id
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.signing.credentials import hash_api_key
 from e2a_gateway.storage import open_storage
@@ -63,6 +64,12 @@ INBOUND = {  # message id: agent, raw bytes, conversation, the copy of a message
     "msg_both_a": ("a@agents.test", RAW_BOTH, "cnv_both_a", "both"),
     "msg_both_b": ("b@agents.test", RAW_BOTH, "cnv_both_b", "both"),
 }
+
+RECEIVED_EVENTS = {
+    message_id: derived_event_id(message_id, "email.received") for message_id in INBOUND
+}
+"""The id of each message's `email.received`, derived from the message's as e2a derives it: a
+further copy's, folded into the first copy's row (33), is found by it (`event_copies`)."""
 
 
 def _versions_that_move_rows() -> list[int]:
@@ -219,7 +226,7 @@ def fill_older_database(url: str) -> None:
         folded = "copies" in columns  # since 33: copies folded in one row
         shared = "body_id" in columns and not folded  # 31, 32: copies share one envelope
         for message_id, (agent, _, conversation, _) in INBOUND.items():
-            event_id = f"evt_{message_id}"
+            event_id = RECEIVED_EVENTS[message_id]
             if folded and message_id == "msg_both_b":
                 continue  # in msg_both_a's row
             row = {"id": event_id, "user_id": USER, "type": "email.received",
@@ -228,15 +235,17 @@ def fill_older_database(url: str) -> None:
                    "envelope": _envelope(event_id, message_id, agent, conversation)}  # fmt: skip
             if folded and message_id == "msg_both_a":
                 row["copies"] = json.dumps(
-                    [["evt_msg_both_b", "msg_both_b", "b@agents.test", "cnv_both_b"]]
+                    [[RECEIVED_EVENTS["msg_both_b"], "msg_both_b", "b@agents.test", "cnv_both_b"]]
                 )
-                _insert(url, "event_copies", {"id": "evt_msg_both_b", "first_id": event_id})
+                _insert(
+                    url, "event_copies", {"id": RECEIVED_EVENTS["msg_both_b"], "first_id": event_id}
+                )
             if shared and message_id == "msg_both_a":  # kept once, by the first's event id
                 _insert(url, "event_bodies", {"id": event_id, "user_id": USER,
                                               "created_epoch": EPOCH,
                                               "envelope": row["envelope"]})  # fmt: skip
             if shared and message_id == "msg_both_b":  # made from the first's when read
-                row.update(envelope=b"", body_id="evt_msg_both_a")
+                row.update(envelope=b"", body_id=RECEIVED_EVENTS["msg_both_a"])
             _insert(url, "events", row)
 
 
@@ -265,9 +274,14 @@ async def assert_everything_kept(storage: Storage, url: str, version: int) -> No
         seen = {(event.id, event.message_id, event.agent_email, event.conversation_id)
                 for event in events}  # fmt: skip
         assert seen == {
-            (f"evt_{message_id}", message_id, agent, conversation)
+            (RECEIVED_EVENTS[message_id], message_id, agent, conversation)
             for message_id, (agent, _, conversation, _) in INBOUND.items()
         }
+        for message_id in INBOUND:
+            by_message = await storage.list_events(
+                USER, EventFilter(message_id=message_id), 10, None
+            )
+            assert [event.id for event in by_message] == [RECEIVED_EVENTS[message_id]]
         for event in events:
             envelope = orjson.loads(event.envelope)
             assert envelope["id"] == event.id
@@ -517,7 +531,7 @@ UNTRIED = "SELECT 1 FROM jobs WHERE message_id = 'out_queued' AND attempts = 1"
 """The send a dead replica held the lease of, not tried again yet."""
 
 
-@pytest.mark.parametrize("version", [20, 31, 33, 40])
+@pytest.mark.parametrize("version", [20, 31, 33, 40, 46])
 async def test_every_v1_read_serves_what_an_older_e2a_stored(
     storage_url: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
@@ -576,7 +590,10 @@ async def test_every_v1_read_serves_what_an_older_e2a_stored(
         assert download.content == b"a,b\r\n1,2\r\n"
         listed_events = await get("/v1/events", limit=50)
         event_ids = {event["id"] for event in listed_events["items"]}
-        assert {f"evt_{message_id}" for message_id in INBOUND} <= event_ids
+        assert {RECEIVED_EVENTS[message_id] for message_id in INBOUND} <= event_ids
+        for message_id in INBOUND:
+            by_message = await get("/v1/events", message_id=message_id)
+            assert [event["id"] for event in by_message["items"]] == [RECEIVED_EVENTS[message_id]]
         for event_id in event_ids:
             event = await get(f"/v1/events/{event_id}")
             assert event["id"] == event_id

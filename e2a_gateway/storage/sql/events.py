@@ -18,9 +18,11 @@ from typing import Any
 import orjson
 
 from e2a_gateway.events import (
+    EMAIL_RECEIVED,
     Subscription,
     copy_envelope,
     copy_event,
+    derived_event_id,
     event_envelope,
     matches,
 )
@@ -219,17 +221,37 @@ def decode_events(
 
 _PER_COPY = ("agent_email", "conversation_id", "message_id")
 """The filter fields each copy folded into a row has its own value of."""
+_SEARCHED_IN_COPIES = ("agent_email", "conversation_id")
+"""The per-copy fields a folded row is searched for in its `copies` text (`_filter_sql`)."""
 
 
-def _filter_sql(tx: Transaction, query: EventFilter) -> tuple[str, list[Any]]:
-    """Conditions on `events e` keeping the rows that may stand for a matching event: a
-    folded row is kept when a copy's value appears in its `copies` (`_kept` decides)."""
-    conditions: list[str] = []
-    params: list[Any] = []
+_MESSAGE_ROWS = (
+    "e.seq IN (SELECT seq FROM events WHERE user_id = ? AND message_id = ? UNION ALL "
+    "SELECT f.seq FROM event_copies c JOIN events f ON f.id = c.first_id "
+    "WHERE c.id = ? AND f.user_id = ?)"
+)
+"""The rows of one of the user's messages, found by index: its own (`events_message`), and
+the row its copy's `email.received` is folded into, by that event's id (`event_copies`, at
+most one). Read by `seq` alone, so neither planner walks the user's whole log in `seq` order
+(`events_user`) for the few rows these are."""
+
+
+def _filter_sql(tx: Transaction, user_id: str, query: EventFilter) -> tuple[str, list[Any]]:
+    """The conditions on `events e` keeping the user's rows that may stand for a matching
+    event (`_kept` decides): a message's rows are found by index (`_MESSAGE_ROWS`); for an
+    agent or a conversation, a folded row is kept when a copy's value appears in its
+    `copies`, as those are not indexed (that would take an index entry per copy)."""
+    conditions: list[str]
+    params: list[Any]
+    if query.message_id is None:
+        conditions, params = ["e.user_id = ?"], [user_id]
+    else:
+        copy_id = derived_event_id(query.message_id, EMAIL_RECEIVED)
+        conditions, params = [_MESSAGE_ROWS], [user_id, query.message_id, copy_id, user_id]
     if query.type is not None:
         conditions.append(" AND e.type = ?")
         params.append(query.type)
-    for column in _PER_COPY:
+    for column in _SEARCHED_IN_COPIES:
         wanted = getattr(query, column)
         if wanted is not None:
             conditions.append(
@@ -332,7 +354,7 @@ class EventsSql(Runner):
         read a page at a time until `limit` events are found (a row may stand for many)."""
 
         def read(tx: Transaction) -> list[StoredEvent]:
-            conditions, params = _filter_sql(tx, query)
+            conditions, params = _filter_sql(tx, user_id, query)
             found: list[StoredEvent] = []
             position = before
             while len(found) < limit:
@@ -343,8 +365,8 @@ class EventsSql(Runner):
                 wanted = limit - len(found)
                 rows = tx.all(
                     f"SELECT {EVENT_COLUMNS} FROM {EVENTS_WITH_BODIES} "
-                    f"WHERE e.user_id = ?{conditions}{bound} ORDER BY e.seq DESC LIMIT ?",
-                    (user_id, *params, *bound_params, wanted),
+                    f"WHERE {conditions}{bound} ORDER BY e.seq DESC LIMIT ?",
+                    (*params, *bound_params, wanted),
                 )
                 listed = partial(_listed, query=query, before=position)
                 for row in rows:
