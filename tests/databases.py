@@ -295,6 +295,13 @@ def traced_statements(storage: Any) -> Iterator[list[str]]:
         )
 
 
+def query_plan(path: Path, sql: str) -> str:
+    """SQLite's plan for `sql` on the database at `path`, its steps joined by spaces (the
+    connection made as the gateway's are)."""
+    with closing(sqlite_connect(str(path))) as db:
+        return " ".join(str(row[3]) for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
+
+
 def full_scans(
     path: Path, statements: list[str], partial_indexes: frozenset[str] = frozenset()
 ) -> list[tuple[str, list[str]]]:

@@ -87,7 +87,13 @@ from e2a_gateway.storage.new_inbound import ByContent, NewInboundMessage
 from e2a_gateway.storage.sql.messages import _inbox_query
 from e2a_gateway.storage.sql.transaction import Transaction
 from tests.conftest import make_settings
-from tests.databases import age_rate_limits, fresh_postgres_database, query
+from tests.databases import (
+    age_rate_limits,
+    fresh_postgres_database,
+    query,
+    query_plan,
+    traced_statements,
+)
 from tests.delivery_support import wait_until
 from tests.export_support import whole_export
 from tests.test_signing_identity import claim_for
@@ -637,7 +643,6 @@ async def test_a_page_of_conversations_sums_only_the_conversations_it_lists(
     scan or a sum of all of the agent's mail, however much it holds."""
     storage = open_storage(f"sqlite:///{tmp_path / 'e2a.db'}")
     await storage.migrate()
-    statements: list[str] = []
     try:
         assert isinstance(storage, e2a_gateway.storage.sqlite.SqliteStorage)
         alice = await add_user(storage)
@@ -647,23 +652,18 @@ async def test_a_page_of_conversations_sums_only_the_conversations_it_lists(
             for n in range(6)
         ]
         await storage.store_inbound(mail, time.time())
-        for connection in storage._readers:
-            connection.set_trace_callback(statements.append)
-        page = await storage.conversation_page(alice, "a@agents.test", None, None, 2, None)
+        with traced_statements(storage) as reads:
+            page = await storage.conversation_page(alice, "a@agents.test", None, None, 2, None)
         assert [c.id for c in page] == ["cnv_2", "cnv_1"]
     finally:
         await storage.close()
-    reads = [sql for sql in statements if sql.lstrip().startswith("SELECT")]
-    assert any("GROUP BY conversation_id" in sql for sql in reads), statements
-    with sqlite3.connect(tmp_path / "e2a.db") as db:
-        for sql in reads:
-            plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
-            assert "SCAN m " not in f"{plan} " and "SCAN messages" not in plan, plan
-            if "GROUP BY conversation_id" in sql:
-                by_conversation = (
-                    "messages_agent_conversation (agent_email=? AND conversation_id=?)"
-                )
-                assert by_conversation in plan, plan
+    assert any("GROUP BY conversation_id" in sql for sql in reads), reads
+    for sql in reads:
+        plan = query_plan(tmp_path / "e2a.db", sql)
+        assert "SCAN m " not in f"{plan} " and "SCAN messages" not in plan, plan
+        if "GROUP BY conversation_id" in sql:
+            by_conversation = "messages_agent_conversation (agent_email=? AND conversation_id=?)"
+            assert by_conversation in plan, plan
 
 
 async def test_conversation_pages_span_many_walked_batches(storage: Storage) -> None:
@@ -701,28 +701,25 @@ async def test_mail_is_found_by_message_id_through_its_index(tmp_path: Path) -> 
     (a few rows) instead of walking all of the agent's mail in order."""
     storage = open_storage(f"sqlite:///{tmp_path / 'e2a.db'}")
     await storage.migrate()
-    statements: list[str] = []
     try:
         assert isinstance(storage, e2a_gateway.storage.sqlite.SqliteStorage)
         alice = await add_user(storage)
         await storage.add_agent(make_agent(alice, "a@agents.test"))
-        for connection in storage._readers:
-            connection.set_trace_callback(statements.append)
         ids = ["<one@example.org>", "<two@example.org>"]
-        assert await storage.conversation_for(alice, "a@agents.test", ids) is None
-        assert await storage.earlier_messages(alice, "a@agents.test", ids) == []
+        with traced_statements(storage) as reads:
+            assert await storage.conversation_for(alice, "a@agents.test", ids) is None
+            assert await storage.earlier_messages(alice, "a@agents.test", ids) == []
     finally:
         await storage.close()
-    by_id = [sql for sql in statements if "rfc_message_id IN" in sql]
-    assert len(by_id) == 2, statements
-    with sqlite3.connect(tmp_path / "e2a.db") as db:
-        for sql in by_id:
-            plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
-            assert "INDEX messages_rfc_id (rfc_message_id=? AND agent_email=?)" in plan, plan
-            assert "INDEX message_contents_rfc_id (rfc_message_id=?)" in plan, plan
-            assert "INDEX messages_content (content_seq=?)" in plan, plan
-            assert "SEARCH m USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan  # by its seq
-            assert "SCAN m" not in plan and "SCAN s" not in plan and "SCAN w" not in plan, plan
+    by_id = [sql for sql in reads if "rfc_message_id IN" in sql]
+    assert len(by_id) == 2, reads
+    for sql in by_id:
+        plan = query_plan(tmp_path / "e2a.db", sql)
+        assert "INDEX messages_rfc_id (rfc_message_id=? AND agent_email=?)" in plan, plan
+        assert "INDEX message_contents_rfc_id (rfc_message_id=?)" in plan, plan
+        assert "INDEX messages_content (content_seq=?)" in plan, plan
+        assert "SEARCH m USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan  # by its seq
+        assert "SCAN m" not in plan and "SCAN s" not in plan and "SCAN w" not in plan, plan
 
 
 async def test_events_of_a_message_are_found_through_their_index(tmp_path: Path) -> None:
@@ -731,26 +728,23 @@ async def test_events_of_a_message_are_found_through_their_index(tmp_path: Path)
     in order (`events_user`): a page costs the message's few rows, whatever the log holds."""
     storage = open_storage(f"sqlite:///{tmp_path / 'e2a.db'}")
     await storage.migrate()
-    statements: list[str] = []
     try:
         assert isinstance(storage, e2a_gateway.storage.sqlite.SqliteStorage)
         alice = await add_user(storage)
-        for connection in storage._readers:
-            connection.set_trace_callback(statements.append)
         query = EventFilter(message_id="msg_one", since=0.0)
-        assert await storage.list_events(alice, query, 10, None) == []
-        assert await storage.list_events(alice, query, 10, (5, 1)) == []
+        with traced_statements(storage) as traced:
+            assert await storage.list_events(alice, query, 10, None) == []
+            assert await storage.list_events(alice, query, 10, (5, 1)) == []
     finally:
         await storage.close()
-    reads = [sql for sql in statements if "FROM events e " in sql]
-    assert len(reads) == 2, statements
-    with sqlite3.connect(tmp_path / "e2a.db") as db:
-        for sql in reads:
-            plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
-            assert "INDEX events_message (user_id=? AND message_id=?)" in plan, plan
-            assert "SEARCH c USING PRIMARY KEY (id=?)" in plan, plan
-            assert "SEARCH e USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
-            assert "events_user" not in plan and "SCAN" not in plan, plan
+    reads = [sql for sql in traced if "FROM events e " in sql]
+    assert len(reads) == 2, traced
+    for sql in reads:
+        plan = query_plan(tmp_path / "e2a.db", sql)
+        assert "INDEX events_message (user_id=? AND message_id=?)" in plan, plan
+        assert "SEARCH c USING PRIMARY KEY (id=?)" in plan, plan
+        assert "SEARCH e USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
+        assert "events_user" not in plan and "SCAN" not in plan, plan
 
 
 async def test_inbound_mail_enters_only_the_indexes_it_is_found_by(tmp_path: Path) -> None:
