@@ -70,8 +70,17 @@ async def test_sends_racing_the_deletion_of_their_agent_are_made_or_not_found(
         )
         assert deleted.status_code == 200, deleted.text
         for answer in sends:
-            assert answer.status_code in (200, 202) or refused_as_gone(answer), answer.text
+            made = answer.status_code in (200, 202) or attempted_without_a_relay(answer)
+            assert made or refused_as_gone(answer), answer.text
         assert (await http.get(legacy_path)).status_code == 404
+
+
+def attempted_without_a_relay(answer: httpx.Response) -> bool:
+    """Whether `answer` is that of a send made before the deletion and handed to the send
+    worker at once, which has no relay to hand it to in these tests."""
+    error = answer.json().get("error", {})
+    failed = (answer.status_code, error.get("code")) == (422, "send_failed")
+    return failed and "outbound_smtp.host is not set" in error["message"]
 
 
 def refused_as_unknown(answer: httpx.Response) -> bool:
