@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from e2a_gateway.cli import main as cli_main
 from tests.cli_support import (  # noqa: F401 (fixtures)
     DOMAIN,
     SENDER,
@@ -356,3 +357,27 @@ def test_whoami_json_is_e2a_account_view(
     assert (me["agents"], me["agent_email"]) == ([agent], agent)
     code, out, err = cli("whoami")
     assert code == 0 and f"(agent, bound to {agent})" in out, err
+
+
+def test_ctrl_c_wrapped_by_a_class_being_built_still_ends_with_130(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C that meets a dataclass being built in an import reaches e2a as a RuntimeError
+    ("Error calling __set_name__") caused by the KeyboardInterrupt: the command still ends with
+    130 and no traceback. Any other RuntimeError is not taken for one."""
+
+    def interrupted_import(argv: object) -> int:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise RuntimeError("Error calling __set_name__ on 'Field'") from interrupt
+
+    monkeypatch.setattr(cli_main, "_run", interrupted_import)
+    assert cli_main.main([]) == cli_main.EXIT_INTERRUPTED
+
+    def failing(argv: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli_main, "_run", failing)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli_main.main([])

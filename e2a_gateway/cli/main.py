@@ -175,7 +175,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CLOSED_PIPE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except RuntimeError as error:
+        if not interrupted(error):
+            raise
+        return EXIT_INTERRUPTED
     return code
+
+
+def interrupted(error: BaseException) -> bool:
+    """Whether `error` was caused by Ctrl-C: Python wraps a KeyboardInterrupt that meets a class
+    being built (`__set_name__`, as a dataclass in a module being imported) in a RuntimeError
+    whose cause it is."""
+    cause = error.__cause__
+    while cause is not None:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _run(argv: Sequence[str] | None) -> int:
