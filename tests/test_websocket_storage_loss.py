@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import psycopg
@@ -47,13 +48,27 @@ def take_connections(url: str, allowed: bool) -> None:
 
 @pytest.mark.parametrize("surface", ["/api/v1", "/v1"])
 async def test_a_socket_that_loses_its_database_is_closed_1011_internal_error(
-    tmp_path: Path, database: str, nursery: trio.Nursery, surface: str
+    tmp_path: Path,
+    database: str,
+    nursery: trio.Nursery,
+    surface: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = make_settings(tmp_path, database={"url": database})
     running: RunningGateway = await nursery.start(
         partial(run_gateway, settings, resolver=FixtureResolver())
     )
     gateway = running.gateway
+    # A `/v1` socket serves once the other replicas are told of its claim: the database is
+    # taken away only then (before, the socket closes 1013 "try again later", as it should).
+    announced = trio.Event()
+    announce = gateway.storage.announce
+
+    async def announcing(news: Any) -> None:
+        await announce(news)
+        announced.set()
+
+    monkeypatch.setattr(gateway.storage, "announce", announcing)
     account = await open_account(gateway, running.addresses.http_url, "owner@example.com")
     agent = await create_agent(account, "bot")
     await account.http.aclose()
@@ -65,6 +80,8 @@ async def test_a_socket_that_loses_its_database_is_closed_1011_internal_error(
         with trio.fail_after(WAIT):
             async with open_websocket_url(url, extra_headers=bearer) as ws:
                 await wait_until(lambda: gateway.hub.subscriber_count(subscribed) == 1)
+                if surface == "/v1":
+                    await announced.wait()
                 await trio.to_thread.run_sync(take_connections, database, False)
                 notice = {"message_id": "msg_lost", "from": "a@example.org", "recipient": agent}
                 gateway.hub.publish(subscribed, notice)  # the socket reads the message: fails
