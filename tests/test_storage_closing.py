@@ -128,6 +128,14 @@ async def test_an_export_asked_for_after_close_is_refused(store: Storage) -> Non
             pass
 
 
+async def read_noting(storage: Any, work: Work[int], answers: list[object]) -> None:
+    """Read `work` on `storage`, noting its answer, or StorageUnavailable when refused."""
+    try:
+        answers.append(await storage._read(work))
+    except StorageUnavailable as exc:
+        answers.append(type(exc))
+
+
 async def test_reads_waiting_for_a_reader_at_close_are_refused(tmp_path: Path) -> None:
     """SQLite: reads queued for a reader (every one busy) when storage closes are refused
     once one is free, and the close, which waits for the reads under way, ends."""
@@ -135,18 +143,12 @@ async def test_reads_waiting_for_a_reader_at_close_are_refused(tmp_path: Path) -
     busy = [SlowWork(SLOW_SECONDS) for _ in range(READER_COUNT)]
     answers: list[object] = []
 
-    async def call(work: Work[int]) -> None:
-        try:
-            answers.append(await storage._read(work))
-        except StorageUnavailable as exc:
-            answers.append(type(exc))
-
     with trio.fail_after(WAIT_SECONDS):
         async with trio.open_nursery() as nursery:
             for slow in busy:
-                nursery.start_soon(call, slow)
+                nursery.start_soon(read_noting, storage, slow, answers)
                 await slow.began.wait()
-            nursery.start_soon(call, lambda tx: tx.one("SELECT 1")[0])
+            nursery.start_soon(read_noting, storage, lambda tx: tx.one("SELECT 1")[0], answers)
             await trio.testing.wait_all_tasks_blocked()
             await storage.close()
     assert Counter(answers) == {1: READER_COUNT, StorageUnavailable: 1}
@@ -168,17 +170,11 @@ async def test_postgres_calls_waiting_for_a_connection_at_close_are_refused(
         queued.append(tx._connection)
         return 1
 
-    async def call(work: Work[int]) -> None:
-        try:
-            answers.append(await storage._read(work))
-        except StorageUnavailable as exc:
-            answers.append(type(exc))
-
     with trio.fail_after(WAIT_SECONDS):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(call, busy)
+            nursery.start_soon(read_noting, storage, busy, answers)
             await busy.began.wait()
-            nursery.start_soon(call, noted)
+            nursery.start_soon(read_noting, storage, noted, answers)
             await trio.testing.wait_all_tasks_blocked()
             await storage.close()
     assert Counter(answers) == {1: 1, StorageUnavailable: 1}
